@@ -1,0 +1,997 @@
+import { AsyncResource } from 'node:async_hooks';
+import type { ServerResponse } from 'node:http';
+import { format } from 'node:util';
+import { codes, DeferError } from '../errors.js';
+import { DEFAULT_SCOPE_OPTIONS, parseAlwaysValue, type ScopeOptions } from '../options.js';
+import type { DeferContext, DeferErrorInfo, DeferOptions, Outcome } from '../types.js';
+import { callbackChannel, scopeChannel, skipChannel } from './channels.js';
+import { type Frame, S } from './state.js';
+
+/*
+ * The core: scopes, their collections, the process-wide scheduler and the
+ * bookkeeping drain() relies on. It knows nothing of any framework; adapters
+ * open a scope, and decide its outcome when the response closes.
+ *
+ * Hot-path rules: nothing is allocated for a scope before its first defer();
+ * a synchronous callback's terminate path creates no promise; messages for
+ * diagnostics_channel are built only when someone subscribes.
+ */
+
+// Scope phases.
+const OPEN = 0; // collecting: the response has not closed, withDefer's fn has not settled
+const INVOKING = 1; // outcome decided, callbacks being offered and run
+const DONE = 2; // every callback of the invocation settled
+
+// Callback states.
+const PENDING = 0; // registered, not yet offered to the scheduler
+const QUEUED = 1; // waiting for a slot
+const RUNNING = 2;
+const SETTLED = 3; // fulfilled, failed, timed out or abandoned while running
+const REMOVED = 4; // forgotten, replaced, skipped, refused or abandoned before it started
+
+const YIELD_EVERY = 1000;
+const YIELD_MS = 10;
+
+const BRAND_CALLBACK = Symbol.for('request-defer.DeferredCallback');
+const BRAND_COLLECTION = Symbol.for('request-defer.DeferredCallbackCollection');
+
+function branded(value: unknown, brand: symbol): boolean {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[brand] === true;
+}
+
+/** The outcome `withDefer` and `withoutDefer` give a scope whose work succeeded. */
+export const SCOPE_OK: Outcome = Object.freeze({ kind: 'scope', ok: true, aborted: false });
+
+/**
+ * One unit of deferred work, as `defer()` returns it.
+ *
+ * @example
+ * ```ts
+ * const cb = defer(() => sendWelcomeMail(user), { name: 'welcome-mail' });
+ * cb.name;      // 'welcome-mail'
+ * cb.always();  // run it even if the response fails (Laravel's ->always())
+ * ```
+ */
+export class DeferredCallback {
+  /** @internal */ readonly fn: (context: DeferContext) => unknown;
+  /** @internal */ readonly scope: Scope;
+  /** @internal */ readonly id: number;
+  /** @internal */ readonly explicitName: string | undefined;
+  /** The options given to `defer()` (`{}` when none were). */
+  readonly options: Readonly<DeferOptions>;
+  /** @internal */ readonly timeout: number | undefined;
+  /** @internal */ readonly generation: number;
+  /** @internal */ readonly childGen: number;
+  /** @internal */ state = PENDING;
+  /** @internal */ hasSlot = false;
+  /** @internal */ resource: AsyncResource | undefined;
+  /** @internal */ timer: unknown = undefined;
+  /** @internal */ context: Context | undefined = undefined;
+  /** @internal */ reason: DeferError | undefined = undefined;
+  /** @internal */ trace: TraceMessage | undefined = undefined;
+  /** @internal */ generatedName: string | undefined = undefined;
+  private alwaysFlag: boolean;
+
+  /** @internal */
+  constructor(
+    fn: (context: DeferContext) => unknown,
+    scope: Scope,
+    options: DeferOptions | undefined,
+    generation: number,
+    captureContext: boolean,
+  ) {
+    this.fn = fn;
+    this.scope = scope;
+    this.id = ++S.nextId;
+    this.options = options ?? EMPTY_OPTIONS;
+    this.explicitName = options?.name;
+    this.alwaysFlag = options?.always === true;
+    this.timeout = options?.timeout;
+    this.generation = generation;
+    this.childGen = generation + 1;
+    this.resource = captureContext ? new AsyncResource('request-defer') : undefined;
+  }
+
+  /**
+   * The `name` option, else a name generated once and unique in the process
+   * (`sendMail#12`, from the function's own name when it has one).
+   */
+  get name(): string {
+    if (this.explicitName !== undefined) return this.explicitName;
+    return (this.generatedName ??= `${this.fn.name || 'deferred'}#${this.id}`);
+  }
+
+  /** Whether the callback runs whatever the outcome. */
+  get isAlways(): boolean {
+    return this.alwaysFlag;
+  }
+
+  /**
+   * Marks the callback to run whatever the outcome (failed status, abort,
+   * `runWhen` false), like Laravel's `defer(fn)->always()`. Returns itself.
+   *
+   * @example
+   * ```ts
+   * defer(() => audit('login-attempt', user)).always();
+   * ```
+   */
+  always(value: boolean = true): this {
+    this.alwaysFlag = parseAlwaysValue(value);
+    return this;
+  }
+
+  static [Symbol.hasInstance](value: unknown): boolean {
+    return branded(value, BRAND_CALLBACK);
+  }
+}
+Object.defineProperty(DeferredCallback.prototype, BRAND_CALLBACK, { value: true });
+
+const EMPTY_OPTIONS: Readonly<DeferOptions> = Object.freeze({});
+
+/**
+ * The callbacks a scope holds: those registered and not yet started, in run
+ * order. Get the current one with `currentCollection()`.
+ *
+ * @example
+ * ```ts
+ * const collection = currentCollection();
+ * collection?.size;                  // callbacks waiting to run
+ * [...(collection ?? [])].map((cb) => cb.name);
+ * collection?.forget('welcome-mail');
+ * ```
+ */
+export class DeferredCallbackCollection implements Iterable<DeferredCallback> {
+  /** @internal */ readonly scope: Scope;
+  /** @internal */ items: DeferredCallback[] = [];
+  /** @internal */ cursor = 0;
+  /** @internal */ count = 0;
+  /** @internal */ named: Map<string, DeferredCallback> | undefined = undefined;
+
+  /** @internal */
+  constructor(scope: Scope) {
+    this.scope = scope;
+  }
+
+  /** Callbacks registered and not yet started. */
+  get size(): number {
+    return this.count;
+  }
+
+  /** The callbacks not yet started, in run order. */
+  *[Symbol.iterator](): IterableIterator<DeferredCallback> {
+    const items = this.items;
+    for (let i = 0; i < items.length; i++) {
+      const cb = items[i]!;
+      if (cb.state === PENDING || cb.state === QUEUED) yield cb;
+    }
+  }
+
+  /**
+   * Removes the named callback if it has not started; returns whether one
+   * was removed.
+   */
+  forget(name: string): boolean {
+    if (typeof name !== 'string') throw badName('DeferredCallbackCollection.forget()', name);
+    return forgetIn(this, name);
+  }
+
+  static [Symbol.hasInstance](value: unknown): boolean {
+    return branded(value, BRAND_COLLECTION);
+  }
+}
+Object.defineProperty(DeferredCallbackCollection.prototype, BRAND_COLLECTION, { value: true });
+
+/** @internal */
+export function badName(api: string, name: unknown): DeferError {
+  return new DeferError(
+    codes.ERR_DEFER_INVALID_OPTIONS,
+    `${api} expects the callback's name (a string), but received ${typeof name}. Pass the name given to defer(fn, { name }).`,
+  );
+}
+
+/** What a deferred callback receives. */
+class Context implements DeferContext {
+  private readonly cb: DeferredCallback;
+  private controller: AbortController | undefined = undefined;
+  readonly outcome: Outcome;
+
+  constructor(cb: DeferredCallback, outcome: Outcome) {
+    this.cb = cb;
+    this.outcome = outcome;
+  }
+
+  get name(): string {
+    return this.cb.name;
+  }
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.cb.reason !== undefined) this.controller.abort(this.cb.reason);
+    }
+    return this.controller.signal;
+  }
+
+  /** @internal */
+  abort(reason: DeferError): void {
+    this.controller?.abort(reason);
+  }
+}
+
+interface TraceMessage {
+  name: string;
+  outcome: Outcome;
+  generation: number;
+  startedAt: number;
+  result?: unknown;
+  error?: unknown;
+}
+
+/**
+ * A scope: one request, one `withDefer()` call. Also the async-context frame
+ * code outside any running callback sees.
+ * @internal
+ */
+export class Scope {
+  readonly scope: Scope;
+  readonly childGen: number;
+  /** The callback running when this scope opened (withDefer inside a callback). */
+  readonly parentRun: DeferredCallback | undefined;
+  readonly opts: ScopeOptions;
+  readonly res: ServerResponse | undefined;
+  coll: DeferredCallbackCollection | undefined = undefined;
+  phase = OPEN;
+  outcome: Outcome | undefined = undefined;
+  /** 0: not judged yet, 1: non-always callbacks run, 2: they are skipped. */
+  verdict = 0;
+  /** Callbacks offered and not yet settled (queued or running). */
+  active = 0;
+  /** Tracked callbacks of this scope (registered, not settled or removed). */
+  pending = 0;
+  looping = false;
+  scheduled = false;
+  yielding = false;
+  ran = 0;
+  sliceStart = 0;
+  waiters: (() => void)[] | undefined = undefined;
+  livePrev: Scope | undefined = undefined;
+  liveNext: Scope | undefined = undefined;
+
+  constructor(opts: ScopeOptions, parent: Frame | undefined, res: ServerResponse | undefined) {
+    this.scope = this;
+    this.opts = opts;
+    this.res = res;
+    // A frame that is not its own scope is a running callback.
+    const parentRun = parent !== undefined && parent.scope !== parent ? (parent as DeferredCallback) : undefined;
+    this.parentRun = parentRun;
+    this.childGen = parentRun === undefined ? 0 : parentRun.childGen;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Registration
+
+/**
+ * Registers `fn` in the frame's scope. Nested and late registrations (the
+ * scope's outcome is already decided) are offered on a microtask, after
+ * `defer()` returned, so a chained `.always()` is seen.
+ * @internal
+ */
+export function register(frame: Frame, fn: (context: DeferContext) => unknown, options: DeferOptions | undefined): DeferredCallback {
+  const scope = frame.scope;
+  const cb = new DeferredCallback(fn, scope, options, frame.childGen, true);
+  if (cb.generation > S.config.maxNestingDepth) {
+    cb.state = REMOVED;
+    cb.resource = undefined;
+    S.stats.dropped++;
+    report(
+      scope,
+      new DeferError(
+        codes.ERR_DEFER_OVERFLOW,
+        `Deferred callback "${cb.name}" was refused: it would be generation ${cb.generation} of nested defer() ` +
+          `calls, above maxNestingDepth (${S.config.maxNestingDepth}). A callback that defers itself ` +
+          `forever is a loop; raise maxNestingDepth with configureDefer() if the depth is intended.`,
+      ),
+      'overflow',
+      cb.name,
+    );
+    return cb;
+  }
+  const coll = (scope.coll ??= new DeferredCallbackCollection(scope));
+  if (cb.explicitName !== undefined) replaceNamed(coll, cb);
+  coll.items.push(cb);
+  coll.count++;
+  track(scope);
+  if (scope.phase !== OPEN) schedulePump(scope);
+  return cb;
+}
+
+function replaceNamed(coll: DeferredCallbackCollection, cb: DeferredCallback): void {
+  const named = (coll.named ??= new Map());
+  const previous = named.get(cb.explicitName!);
+  if (previous !== undefined && (previous.state === PENDING || previous.state === QUEUED)) remove(previous);
+  named.set(cb.explicitName!, cb);
+}
+
+/** Removes a callback that has not started (forget, replacement). */
+function remove(cb: DeferredCallback): void {
+  const scope = cb.scope;
+  const coll = scope.coll!;
+  const wasQueued = cb.state === QUEUED;
+  cb.state = REMOVED;
+  cb.resource = undefined;
+  coll.count--;
+  if (cb.explicitName !== undefined && coll.named?.get(cb.explicitName) === cb) coll.named.delete(cb.explicitName);
+  if (wasQueued) {
+    S.queued--;
+    scope.active--;
+  }
+  untrack(scope);
+  if (wasQueued) schedulePump(scope);
+}
+
+/** @internal */
+export function forgetIn(coll: DeferredCallbackCollection, name: string): boolean {
+  let cb = coll.named?.get(name);
+  if (cb === undefined) {
+    // A generated name ("sendMail#12"): find the callback by its id.
+    const hash = name.lastIndexOf('#');
+    if (hash < 0) return false;
+    const id = Number(name.slice(hash + 1));
+    if (!Number.isInteger(id)) return false;
+    cb = coll.items.find((item) => item.id === id && item.explicitName === undefined && item.name === name);
+  }
+  if (cb === undefined || (cb.state !== PENDING && cb.state !== QUEUED)) return false;
+  remove(cb);
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Tracking for drain() and beforeExit
+
+function track(scope: Scope): void {
+  if (scope.pending++ === 0) {
+    const head = S.liveHead;
+    scope.liveNext = head;
+    if (head !== undefined) head.livePrev = scope;
+    S.liveHead = scope;
+  }
+  if (S.pending++ === 0) busy();
+}
+
+function untrack(scope: Scope | undefined): void {
+  if (scope !== undefined && --scope.pending === 0) {
+    const { livePrev, liveNext } = scope;
+    if (livePrev !== undefined) livePrev.liveNext = liveNext;
+    else S.liveHead = liveNext;
+    if (liveNext !== undefined) liveNext.livePrev = livePrev;
+    scope.livePrev = scope.liveNext = undefined;
+  }
+  if (--S.pending === 0) idle();
+  else if (S.drainers.length > 0) checkDrainers();
+}
+
+/** @internal */
+export function trackWait(scope: Scope | undefined): void {
+  if (scope !== undefined) track(scope);
+  else if (S.pending++ === 0) busy();
+}
+
+/** @internal */
+export { untrack as untrackWait };
+
+function busy(): void {
+  if (S.exitHooked) return;
+  S.exitHooked = true;
+  S.onBeforeExit ??= onBeforeExit;
+  process.on('beforeExit', S.onBeforeExit);
+}
+
+function idle(): void {
+  if (S.exitHooked) {
+    S.exitHooked = false;
+    process.removeListener('beforeExit', S.onBeforeExit!);
+  }
+  if (S.drainers.length > 0) checkDrainers();
+}
+
+function onBeforeExit(): void {
+  // The event loop is empty: whatever is still pending holds nothing open
+  // and would never run. Report it rather than lose it silently.
+  if (S.pending > 0) abandonAll(undefined, undefined, 'the process is exiting');
+}
+
+/** @internal */
+export function checkDrainers(): void {
+  const drainers = S.drainers;
+  for (let i = drainers.length - 1; i >= 0; i--) {
+    const d = drainers[i]!;
+    if (remaining(d) === 0) finishDrainer(d);
+  }
+}
+
+/** @internal */
+export function remaining(d: { exclude: Scope[] | undefined }): number {
+  let n = S.pending;
+  if (d.exclude !== undefined) for (const scope of d.exclude) n -= scope.pending;
+  return n;
+}
+
+/** @internal */
+export function finishDrainer(d: import('./state.js').Drainer): void {
+  const i = S.drainers.indexOf(d);
+  if (i >= 0) S.drainers.splice(i, 1);
+  if (d.timer !== undefined) S.timers.clearTimeout(d.timer);
+  d.timer = undefined;
+  const resolve = d.resolve;
+  d.resolve = undefined;
+  resolve?.({
+    completed: S.stats.completed - d.completed,
+    failed: S.stats.failed + S.stats.dropped - d.failed,
+    abandoned: d.abandoned,
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Deciding the outcome
+
+/** The HTTP outcome of a closed response. @internal */
+export function httpOutcome(res: ServerResponse): Outcome {
+  if (res.writableFinished) {
+    const statusCode = res.statusCode;
+    return Object.freeze({ kind: 'http', statusCode, ok: statusCode < 400, aborted: false });
+  }
+  return Object.freeze(
+    res.headersSent
+      ? { kind: 'http' as const, statusCode: res.statusCode, ok: false, aborted: true }
+      : { kind: 'http' as const, ok: false, aborted: true },
+  );
+}
+
+/** The scope's outcome, built on first use for a closed response. @internal */
+export function outcomeOf(scope: Scope): Outcome | undefined {
+  if (scope.outcome === undefined && scope.phase !== OPEN && scope.res !== undefined) {
+    scope.outcome = httpOutcome(scope.res);
+  }
+  return scope.outcome;
+}
+
+/**
+ * The response closed: decide the outcome and invoke the collection. A
+ * scope nobody deferred into costs nothing more here.
+ * @internal
+ */
+export function closeResponseScope(scope: Scope): void {
+  if (scope.phase !== OPEN) return;
+  if (scope.pending === 0 && !scopeChannel.hasSubscribers) {
+    scope.phase = DONE; // the outcome is built lazily if a late defer() needs it
+    return;
+  }
+  decide(scope, httpOutcome(scope.res!));
+}
+
+/**
+ * Decides the scope's outcome and starts its invocation.
+ * @internal
+ */
+export function decide(scope: Scope, outcome: Outcome): void {
+  if (scope.phase !== OPEN) return;
+  scope.outcome = outcome;
+  scope.phase = INVOKING;
+  if (scopeChannel.hasSubscribers) scopeChannel.publish({ outcome, size: scope.coll?.count ?? 0 });
+  if (scope.coll === undefined) {
+    complete(scope);
+    return;
+  }
+  pump(scope);
+}
+
+/** Whether non-`always` callbacks of the scope run. */
+function passes(scope: Scope): boolean {
+  if (scope.verdict === 0) {
+    const outcome = outcomeOf(scope)!;
+    let ok = false;
+    if (!outcome.aborted) {
+      const runWhen = scope.opts.runWhen;
+      if (runWhen === undefined) ok = outcome.ok;
+      else {
+        try {
+          ok = runWhen(outcome) === true;
+        } catch (error) {
+          ok = false;
+          report(scope, error, 'callback', undefined, 'the scope\'s runWhen()');
+        }
+      }
+    }
+    scope.verdict = ok ? 1 : 2;
+  }
+  return scope.verdict === 1;
+}
+
+function skipReason(scope: Scope): 'status' | 'aborted' | 'runWhen' {
+  const outcome = scope.outcome!;
+  if (outcome.aborted) return 'aborted';
+  return scope.opts.runWhen === undefined ? 'status' : 'runWhen';
+}
+
+// ---------------------------------------------------------------------------
+// Invocation: offering a scope's callbacks to the scheduler
+
+function schedulePump(scope: Scope): void {
+  if (scope.looping || scope.scheduled || scope.yielding) return;
+  scope.scheduled = true;
+  queueMicrotask(() => {
+    scope.scheduled = false;
+    if (scope.phase === OPEN) return;
+    scope.phase = INVOKING;
+    pump(scope);
+  });
+}
+
+function resumeScope(scope: Scope): void {
+  scope.yielding = false;
+  scope.ran = 0;
+  scope.sliceStart = 0;
+  pump(scope);
+}
+
+/** Does this scope run its callbacks in a running parent's slot? */
+function inheritsSlot(scope: Scope): boolean {
+  return scope.parentRun !== undefined && scope.parentRun.state === RUNNING;
+}
+
+/**
+ * Offers the scope's pending callbacks, in order: one at a time in
+ * sequential mode, all in parallel mode. Re-entrant calls return at once;
+ * the outer loop picks up what they would have done.
+ */
+function pump(scope: Scope): void {
+  if (scope.looping || scope.yielding || scope.phase !== INVOKING) return;
+  const coll = scope.coll!;
+  scope.looping = true;
+  for (;;) {
+    if (scope.active > 0 && (!scope.opts.parallel || inheritsSlot(scope))) break;
+    const items = coll.items;
+    let cb: DeferredCallback | undefined;
+    while (coll.cursor < items.length) {
+      const next = items[coll.cursor++]!;
+      if (next.state === PENDING) {
+        cb = next;
+        break;
+      }
+    }
+    if (cb === undefined) break;
+    const ran = ++scope.ran;
+    if (ran >= YIELD_EVERY || ((ran & 7) === 0 && sliceExpired(scope))) {
+      coll.cursor--;
+      scope.yielding = true;
+      S.timers.setImmediate(resumeScope, scope);
+      break;
+    }
+    if (cb.isAlways || passes(scope)) offer(cb);
+    else skip(cb);
+  }
+  scope.looping = false;
+  if (scope.active === 0 && !scope.yielding && coll.cursor >= coll.items.length) complete(scope);
+}
+
+function sliceExpired(scope: Scope): boolean {
+  const now = S.timers.now();
+  if (scope.sliceStart === 0) {
+    scope.sliceStart = now;
+    return false;
+  }
+  return now - scope.sliceStart >= YIELD_MS;
+}
+
+function complete(scope: Scope): void {
+  if (scope.phase !== INVOKING) return;
+  scope.phase = DONE;
+  const coll = scope.coll;
+  if (coll !== undefined) {
+    coll.items = [];
+    coll.cursor = 0;
+    coll.named = undefined;
+  }
+  const waiters = scope.waiters;
+  if (waiters !== undefined) {
+    scope.waiters = undefined;
+    for (const resolve of waiters) resolve();
+  }
+}
+
+/** Resolves once the scope's invocation has completed. @internal */
+export function whenDone(scope: Scope): Promise<void> {
+  if (scope.phase === DONE) return Promise.resolve();
+  return new Promise((resolve) => (scope.waiters ??= []).push(resolve));
+}
+
+function skip(cb: DeferredCallback): void {
+  const scope = cb.scope;
+  cb.state = REMOVED;
+  cb.resource = undefined;
+  scope.coll!.count--;
+  if (skipChannel.hasSubscribers) skipChannel.publish({ name: cb.name, outcome: scope.outcome, reason: skipReason(scope) });
+  untrack(scope);
+}
+
+// ---------------------------------------------------------------------------
+// The scheduler: one per process, `concurrency` slots, `maxQueued` waiting
+
+function offer(cb: DeferredCallback): void {
+  const scope = cb.scope;
+  scope.active++;
+  if (inheritsSlot(scope)) {
+    start(cb, false);
+  } else if (S.slots < S.config.concurrency && S.queued === 0) {
+    S.slots++;
+    start(cb, true);
+  } else if (S.queued < S.config.maxQueued) {
+    cb.state = QUEUED;
+    S.queue.push(cb);
+    S.queued++;
+    if (S.slots < S.config.concurrency) dispatch();
+  } else {
+    refuse(cb);
+  }
+}
+
+function refuse(cb: DeferredCallback): void {
+  const scope = cb.scope;
+  scope.active--;
+  cb.state = REMOVED;
+  cb.resource = undefined;
+  scope.coll!.count--;
+  S.stats.dropped++;
+  report(
+    scope,
+    new DeferError(
+      codes.ERR_DEFER_OVERFLOW,
+      `Deferred callback "${cb.name}" was refused: ${S.config.maxQueued} callbacks already wait for one of ` +
+        `${S.config.concurrency} slots. The process is overloaded; it recovers by itself when load drops. ` +
+        `Raise concurrency or maxQueued with configureDefer(), or move this work to a queue (request-defer/bullmq).`,
+    ),
+    'overflow',
+    cb.name,
+  );
+  untrack(scope);
+}
+
+/** Starts queued callbacks while slots are free. @internal */
+export function dispatch(): void {
+  if (S.dispatching || S.yielding || S.abandoning) return;
+  S.dispatching = true;
+  const queue = S.queue;
+  while (S.slots < S.config.concurrency && S.queued > 0) {
+    const cb = queue[S.qHead]!;
+    queue[S.qHead++] = undefined;
+    if (cb.state !== QUEUED) continue;
+    S.queued--;
+    const n = ++S.slice;
+    if (n >= YIELD_EVERY || ((n & 7) === 0 && dispatchSliceExpired())) {
+      queue[--S.qHead] = cb;
+      S.queued++;
+      S.yielding = true;
+      S.timers.setImmediate(resumeDispatch, undefined);
+      break;
+    }
+    S.slots++;
+    start(cb, true);
+  }
+  if (S.qHead > 1024 && S.qHead * 2 > queue.length) {
+    S.queue = queue.slice(S.qHead);
+    S.qHead = 0;
+  } else if (S.queued === 0 && S.qHead === queue.length) {
+    queue.length = 0;
+    S.qHead = 0;
+  }
+  S.dispatching = false;
+}
+
+function dispatchSliceExpired(): boolean {
+  const now = S.timers.now();
+  if (S.sliceStart === 0) {
+    S.sliceStart = now;
+    return false;
+  }
+  return now - S.sliceStart >= YIELD_MS;
+}
+
+function resumeDispatch(): void {
+  S.yielding = false;
+  S.slice = 0;
+  S.sliceStart = 0;
+  dispatch();
+}
+
+// ---------------------------------------------------------------------------
+// Running one callback
+
+const OK = 0;
+const FAILED = 1;
+const TIMED_OUT = 2;
+const ABANDONED = 3;
+
+function start(cb: DeferredCallback, hasSlot: boolean): void {
+  const scope = cb.scope;
+  cb.state = RUNNING;
+  cb.hasSlot = hasSlot;
+  scope.coll!.count--;
+  if (cb.explicitName !== undefined && scope.coll!.named?.get(cb.explicitName) === cb) scope.coll!.named.delete(cb.explicitName);
+  S.running++;
+  const timeout = cb.timeout ?? scope.opts.timeout;
+  if (timeout !== undefined) cb.timer = S.timers.setTimeout(onTimeout, timeout, cb);
+  const resource = cb.resource;
+  cb.resource = undefined;
+  if (resource === undefined) enter(cb);
+  else resource.runInAsyncScope(enter, undefined, cb);
+}
+
+function enter(cb: DeferredCallback): void {
+  S.als.run(cb, invoke, cb);
+}
+
+function invoke(cb: DeferredCallback): void {
+  const context = new Context(cb, outcomeOf(cb.scope)!);
+  cb.context = context;
+  let result: unknown;
+  if (callbackChannel.hasSubscribers) {
+    const message: TraceMessage = {
+      name: cb.name,
+      outcome: context.outcome,
+      generation: cb.generation,
+      startedAt: S.timers.now(),
+    };
+    cb.trace = message;
+    try {
+      result = callbackChannel.start.runStores(message, callUser, undefined, cb, context);
+    } catch (error) {
+      message.error = error;
+      callbackChannel.error.publish(message);
+      callbackChannel.end.publish(message);
+      settle(cb, FAILED, error);
+      return;
+    }
+    message.result = result;
+    callbackChannel.end.publish(message);
+  } else {
+    try {
+      result = cb.fn(context);
+    } catch (error) {
+      settle(cb, FAILED, error);
+      return;
+    }
+  }
+  if (result !== null && (typeof result === 'object' || typeof result === 'function')) {
+    let then: unknown;
+    try {
+      then = (result as { then?: unknown }).then;
+      if (typeof then === 'function') {
+        (then as (ok: (v: unknown) => void, fail: (e: unknown) => void) => void).call(
+          result,
+          () => settle(cb, OK, undefined),
+          (error) => settle(cb, FAILED, error),
+        );
+        return;
+      }
+    } catch (error) {
+      settle(cb, FAILED, error);
+      return;
+    }
+  }
+  settle(cb, OK, undefined);
+}
+
+function callUser(cb: DeferredCallback, context: Context): unknown {
+  return cb.fn(context);
+}
+
+function onTimeout(cb: DeferredCallback): void {
+  cb.timer = undefined;
+  if (cb.state !== RUNNING) return;
+  const ms = cb.timeout ?? cb.scope.opts.timeout;
+  settle(
+    cb,
+    TIMED_OUT,
+    new DeferError(
+      codes.ERR_DEFER_TIMEOUT,
+      `Deferred callback "${cb.name}" timed out after ${ms} ms; its signal was aborted and its slot freed. ` +
+        `Make it honour context.signal, or give it more time with defer(fn, { timeout }) or the scope's timeout option.`,
+    ),
+  );
+}
+
+/**
+ * Settles a running callback once; anything it does after a timeout or an
+ * abandonment is ignored.
+ */
+function settle(cb: DeferredCallback, kind: number, error: unknown): void {
+  if (cb.state !== RUNNING) return;
+  cb.state = SETTLED;
+  const scope = cb.scope;
+  if (cb.timer !== undefined) {
+    S.timers.clearTimeout(cb.timer);
+    cb.timer = undefined;
+  }
+  S.running--;
+  if (kind === OK) {
+    S.stats.completed++;
+  } else {
+    if (kind === ABANDONED) S.stats.abandoned++;
+    else S.stats.failed++;
+    if (kind !== FAILED) {
+      cb.reason = error as DeferError;
+      cb.context?.abort(error as DeferError);
+    }
+    report(scope, error, kind === FAILED ? 'callback' : kind === TIMED_OUT ? 'timeout' : 'abandoned', cb.name);
+  }
+  const message = cb.trace;
+  if (message !== undefined) {
+    cb.trace = undefined;
+    if (kind !== OK) {
+      message.error = error;
+      callbackChannel.error.publish(message);
+    }
+    callbackChannel.asyncStart.publish(message);
+    callbackChannel.asyncEnd.publish(message);
+  }
+  cb.context = undefined;
+  scope.active--;
+  if (cb.hasSlot) {
+    cb.hasSlot = false;
+    S.slots--;
+    if (S.queued > 0) dispatch();
+  }
+  untrack(scope);
+  pump(scope);
+}
+
+/**
+ * Runs `fn` at once, in its own scope with a passing `'scope'` outcome,
+ * without a scheduler slot (`withoutDefer()`).
+ * @internal
+ */
+export function runNow(frame: Frame | undefined, fn: (context: DeferContext) => unknown, options: DeferOptions | undefined): DeferredCallback {
+  const opts = frame === undefined ? DEFAULT_SCOPE_OPTIONS : frame.scope.opts;
+  const scope = new Scope(opts, frame, undefined);
+  scope.outcome = SCOPE_OK;
+  scope.verdict = 1;
+  const cb = new DeferredCallback(fn, scope, options, frame === undefined ? 0 : frame.childGen, false);
+  if (cb.generation > S.config.maxNestingDepth) {
+    cb.state = REMOVED;
+    S.stats.dropped++;
+    report(
+      scope,
+      new DeferError(
+        codes.ERR_DEFER_OVERFLOW,
+        `Deferred callback "${cb.name}" was refused: generation ${cb.generation} of nested defer() calls is above ` +
+          `maxNestingDepth (${S.config.maxNestingDepth}).`,
+      ),
+      'overflow',
+      cb.name,
+    );
+    return cb;
+  }
+  const coll = (scope.coll = new DeferredCallbackCollection(scope));
+  coll.items.push(cb);
+  coll.count = 1;
+  coll.cursor = 1;
+  scope.phase = INVOKING;
+  scope.looping = true; // settle() must not pump before start() returns
+  track(scope);
+  scope.active = 1;
+  start(cb, false);
+  scope.looping = false;
+  pump(scope);
+  return cb;
+}
+
+// ---------------------------------------------------------------------------
+// Abandonment (drain deadline, beforeExit)
+
+/**
+ * Abandons every tracked unit of work outside the excluded scopes: waiting
+ * callbacks never start, running ones have their signal aborted, waitUntil
+ * promises are given up. Each is reported once.
+ * @internal
+ */
+export function abandonAll(exclude: Scope[] | undefined, drainer: { abandoned: number } | undefined, why: string): void {
+  S.abandoning = true;
+  const scopes: Scope[] = [];
+  for (let s = S.liveHead; s !== undefined; s = s.liveNext) {
+    if (exclude === undefined || !exclude.includes(s)) scopes.push(s);
+  }
+  let count = 0;
+  const running: DeferredCallback[] = [];
+  // First everything that waits, so freeing a running callback's slot starts nothing.
+  for (const scope of scopes) {
+    const coll = scope.coll;
+    if (coll === undefined) continue;
+    for (const cb of coll.items) {
+      if (cb.state === RUNNING) running.push(cb);
+      else if (cb.state === PENDING || cb.state === QUEUED) {
+        const wasQueued = cb.state === QUEUED;
+        cb.state = REMOVED;
+        cb.resource = undefined;
+        coll.count--;
+        if (wasQueued) {
+          S.queued--;
+          scope.active--;
+        }
+        count++;
+        S.stats.abandoned++;
+        report(scope, abandonedError(cb.name, why), 'abandoned', cb.name);
+        untrack(scope);
+      }
+    }
+  }
+  for (const wait of [...S.waits]) {
+    if (wait.done) continue;
+    wait.done = true;
+    S.waits.delete(wait);
+    count++;
+    S.stats.abandoned++;
+    report(wait.scope, abandonedError(undefined, why), 'abandoned', undefined);
+    untrack(wait.scope);
+  }
+  if (drainer !== undefined) drainer.abandoned += count + running.length;
+  for (const cb of running) settle(cb, ABANDONED, abandonedError(cb.name, why));
+  S.abandoning = false;
+  for (const scope of scopes) pump(scope);
+  dispatch();
+}
+
+function abandonedError(name: string | undefined, why: string): DeferError {
+  const what = name === undefined ? 'A waitUntil() promise' : `Deferred callback "${name}"`;
+  return new DeferError(
+    codes.ERR_DEFER_ABANDONED,
+    `${what} was abandoned: ${why}. Give drain() a longer timeout, or make the work finish sooner ` +
+      `(a timeout option bounds each callback).`,
+  );
+}
+
+// ---------------------------------------------------------------------------
+// Reporting
+
+/**
+ * Routes an error to exactly one handler: the scope's `onError`, else the
+ * process-wide one, else stderr. A handler that throws or rejects has that
+ * error written to stderr.
+ * @internal
+ */
+export function report(
+  scope: Scope | undefined,
+  error: unknown,
+  phase: DeferErrorInfo['phase'],
+  name: string | undefined,
+  label?: string,
+): void {
+  const info: DeferErrorInfo = { phase, name, outcome: scope === undefined ? undefined : outcomeOf(scope) };
+  const handler = scope?.opts.onError ?? S.config.onError;
+  if (handler === undefined) {
+    writeStderr(`request-defer: ${label ?? describeInfo(info)} failed (phase: ${phase}):`, error);
+    return;
+  }
+  try {
+    const result = handler(error, info);
+    if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
+      (result as PromiseLike<unknown>).then(undefined, (handlerError: unknown) =>
+        writeStderr('request-defer: the onError handler rejected:', handlerError),
+      );
+    }
+  } catch (handlerError) {
+    writeStderr('request-defer: the onError handler threw:', handlerError);
+  }
+}
+
+function describeInfo(info: DeferErrorInfo): string {
+  return info.name === undefined ? 'a waitUntil() promise' : `deferred callback "${info.name}"`;
+}
+
+function writeStderr(what: string, error: unknown): void {
+  try {
+    process.stderr.write(`${format(what, error)}\n`);
+  } catch {
+    // stderr is gone; nothing left to tell
+  }
+}

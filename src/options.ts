@@ -1,0 +1,126 @@
+import { z } from 'zod';
+import { codes, DeferError } from './errors.js';
+import type { DeferErrorHandler, DeferOptions, Outcome } from './types.js';
+
+const MAX_TIMER = 2_147_483_647;
+
+const fn = <T>(what: string) =>
+  z.custom<T>((value) => typeof value === 'function', { message: `expected ${what}` });
+
+const timeout = z
+  .number({ error: 'expected a whole number of milliseconds' })
+  .int({ error: 'expected a whole number of milliseconds' })
+  .positive({ error: 'expected a positive number of milliseconds' })
+  .max(MAX_TIMER, { error: `expected at most ${MAX_TIMER} ms (Node fires larger timers after 1 ms)` });
+
+const handler = fn<DeferErrorHandler>('a function (error, info) => void');
+
+const deferSchema = z.strictObject({
+  always: z.boolean().optional(),
+  name: z.string().min(1, { error: 'expected a non-empty string' }).optional(),
+  timeout: timeout.optional(),
+});
+
+const scopeShape = {
+  runWhen: fn<(outcome: Outcome) => boolean>('a function (outcome) => boolean').optional(),
+  mode: z.enum(['sequential', 'parallel']).optional(),
+  onError: handler.optional(),
+  timeout: timeout.optional(),
+};
+
+const middlewareSchema = z.strictObject(scopeShape);
+const withDeferSchema = z.strictObject({ ...scopeShape, await: z.boolean().optional() });
+
+const configSchema = z.strictObject({
+  concurrency: z.number().int().min(1).optional(),
+  maxQueued: z.number().int().min(0).optional(),
+  maxNestingDepth: z.number().int().min(1).optional(),
+  onError: handler.optional(),
+});
+
+const drainSchema = z.strictObject({ timeout: timeout.optional() });
+
+function parse<T>(schema: z.ZodType<T>, value: unknown, api: string, fix: string): T {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  throw new DeferError(
+    codes.ERR_DEFER_INVALID_OPTIONS,
+    `${api} received invalid options:\n${z.prettifyError(result.error)}\n${fix}`,
+  );
+}
+
+/** Options of a scope once validated. @internal */
+export interface ScopeOptions {
+  readonly runWhen: ((outcome: Outcome) => boolean) | undefined;
+  readonly parallel: boolean;
+  readonly onError: DeferErrorHandler | undefined;
+  readonly timeout: number | undefined;
+  readonly await: boolean;
+}
+
+/** @internal */
+export const DEFAULT_SCOPE_OPTIONS: ScopeOptions = Object.freeze({
+  runWhen: undefined,
+  parallel: false,
+  onError: undefined,
+  timeout: undefined,
+  await: false,
+});
+
+/** @internal */
+export function parseScopeOptions(value: unknown, api: string, allowAwait: boolean): ScopeOptions {
+  if (value === undefined) return DEFAULT_SCOPE_OPTIONS;
+  const o = parse(
+    allowAwait ? withDeferSchema : middlewareSchema,
+    value,
+    api,
+    allowAwait
+      ? 'Fix the named field; allowed keys are runWhen, mode, onError, timeout and await.'
+      : 'Fix the named field; allowed keys are runWhen, mode, onError and timeout (await is for withDefer() only).',
+  ) as { runWhen?: ScopeOptions['runWhen']; mode?: string; onError?: DeferErrorHandler; timeout?: number; await?: boolean };
+  return Object.freeze({
+    runWhen: o.runWhen,
+    parallel: o.mode === 'parallel',
+    onError: o.onError,
+    timeout: o.timeout,
+    await: o.await === true,
+  });
+}
+
+/** @internal */
+export function parseDeferOptions(value: unknown, api: string): DeferOptions {
+  return parse(
+    deferSchema,
+    value,
+    api,
+    'Fix the named field; allowed keys are always (boolean), name (non-empty string) and timeout (ms).',
+  );
+}
+
+/** @internal */
+export function parseConfig(value: unknown): z.infer<typeof configSchema> {
+  if (typeof value !== 'object' || value === null) {
+    return parse(configSchema, value, 'configureDefer()', 'Pass an object such as { concurrency: 32 }.');
+  }
+  return parse(
+    configSchema,
+    value,
+    'configureDefer()',
+    'Fix the named field; allowed keys are concurrency (≥ 1), maxQueued (≥ 0), maxNestingDepth (≥ 1) and onError.',
+  );
+}
+
+/** @internal */
+export function parseDrainOptions(value: unknown): { timeout?: number | undefined } {
+  if (value === undefined) return {};
+  return parse(drainSchema, value, 'drain()', 'Pass { timeout: ms } or nothing.');
+}
+
+/** @internal */
+export function parseAlwaysValue(value: unknown): boolean {
+  if (typeof value === 'boolean') return value;
+  throw new DeferError(
+    codes.ERR_DEFER_INVALID_OPTIONS,
+    `DeferredCallback.always() expects a boolean, but received ${typeof value}. Call .always() or .always(false).`,
+  );
+}

@@ -1,0 +1,21 @@
+import { defineConfig } from 'tsup';
+
+export default defineConfig({
+  entry: {
+    index: 'src/index.ts',
+    express: 'src/express.ts',
+    koa: 'src/koa.ts',
+    node: 'src/node.ts',
+    testing: 'src/testing.ts',
+    bullmq: 'src/bullmq.ts',
+  },
+  format: ['esm', 'cjs'],
+  dts: true,
+  splitting: true,
+  sourcemap: false,
+  clean: true,
+  target: 'node20',
+  platform: 'node',
+  treeshake: true,
+  external: ['zod', 'express', 'koa', 'bullmq'],
+});
