@@ -1,0 +1,203 @@
+/**
+ * One harness per adapter: each maps the same framework-agnostic route
+ * description onto its framework's own API, so the conformance suite
+ * (conformance.ts) runs unchanged against every adapter. A new adapter only
+ * needs a new harness here.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { PassThrough } from 'node:stream';
+import express4 from 'express4';
+import express5 from 'express5';
+import Koa2 from 'koa2';
+import Koa3 from 'koa3';
+import { deferMiddleware as expressDefer } from '../../src/express.js';
+import { deferMiddleware as koaDefer } from '../../src/koa.js';
+import { withDeferHandler } from '../../src/node.js';
+import type { DeferScopeOptions } from '../../src/index.js';
+
+type Mw = Omit<DeferScopeOptions, 'await'>;
+
+/** What a route does, whatever the framework. */
+export interface RouteSpec {
+  /** Runs inside the handler, in the request's async context (defer() calls go here). */
+  run?: (request: { url: string }) => unknown;
+  /** Awaited after run(), before anything is sent. */
+  hold?: Promise<unknown>;
+  status?: number;
+  body?: string;
+  /** Written one by one before the end (a chunked response). */
+  chunks?: string[];
+  /** Headers and a first chunk are sent, then the route waits for this before ending. */
+  holdAfterHeaders?: Promise<unknown>;
+  /** The server destroys the response after sending headers and a first chunk. */
+  destroyAfterHeaders?: boolean;
+  /** How the route fails instead of responding (support varies by framework). */
+  fail?: 'throw' | 'next' | 'reject';
+  /** `status` of the thrown error. */
+  failStatus?: number;
+}
+
+export type Feature = 'throw' | 'next' | 'reject';
+
+export interface Harness {
+  readonly name: string;
+  readonly features: ReadonlySet<Feature>;
+  /** Serves `routes` on 127.0.0.1 behind the adapter; `twice` mounts a second adapter on the same response. */
+  listen(routes: Record<string, RouteSpec>, options?: Mw, extra?: { twice?: boolean }): Promise<Running>;
+}
+
+export interface Running {
+  readonly port: number;
+  readonly server: Server;
+  close(): Promise<void>;
+}
+
+function failure(spec: RouteSpec): Error {
+  return Object.assign(new Error('route failed on purpose'), spec.failStatus === undefined ? {} : { status: spec.failStatus, expose: true });
+}
+
+async function start(server: Server): Promise<Running> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Plain node:http writing, shared by the Express and node harnesses. */
+async function respondNode(spec: RouteSpec, res: ServerResponse): Promise<void> {
+  if (spec.hold !== undefined) await spec.hold;
+  res.statusCode = spec.status ?? 200;
+  if (spec.destroyAfterHeaders) {
+    res.write('first');
+    res.destroy();
+    return;
+  }
+  if (spec.holdAfterHeaders !== undefined) {
+    res.write('first');
+    await spec.holdAfterHeaders;
+  }
+  for (const chunk of spec.chunks ?? []) res.write(chunk);
+  res.end(spec.body ?? 'ok');
+}
+
+function expressHarness(name: string, factory: typeof express5 | typeof express4, features: Feature[]): Harness {
+  return {
+    name,
+    features: new Set(features),
+    listen(routes, options, extra) {
+      // Both Express majors share this shape; the cast only bridges their typings.
+      const app = (factory as typeof express5)();
+      app.use(expressDefer(options) as unknown as express5.RequestHandler);
+      const router = express5.Router();
+      if (extra?.twice) router.use(expressDefer({ mode: 'parallel' }) as unknown as express5.RequestHandler);
+      for (const [path, spec] of Object.entries(routes)) {
+        router.get(path, (req, res, next) => {
+          if (spec.fail === 'throw') {
+            spec.run?.({ url: req.url });
+            throw failure(spec);
+          }
+          const work = (async () => {
+            await spec.run?.({ url: req.url });
+            if (spec.fail === 'next') return next(failure(spec));
+            if (spec.fail === 'reject') throw failure(spec);
+            await respondNode(spec, res);
+          })();
+          // Express 5 handles the rejection itself; Express 4 never sees it.
+          if (spec.fail === 'reject') return work;
+          work.catch(next);
+          return undefined;
+        });
+      }
+      app.use(router);
+      return start(createServer(app));
+    },
+  };
+}
+
+function koaHarness(name: string, Koa: typeof Koa3 | typeof Koa2): Harness {
+  return {
+    name,
+    features: new Set<Feature>(['throw', 'reject']),
+    listen(routes, options, extra) {
+      const app = new (Koa as typeof Koa3)();
+      app.silent = true;
+      app.use(koaDefer(options) as unknown as Koa3.Middleware);
+      if (extra?.twice) app.use(koaDefer({ mode: 'parallel' }) as unknown as Koa3.Middleware);
+      app.use(async (ctx) => {
+        const spec = routes[ctx.path];
+        if (spec === undefined) return;
+        if (spec.fail === 'throw') {
+          spec.run?.({ url: ctx.url });
+          throw failure(spec);
+        }
+        await spec.run?.({ url: ctx.url });
+        if (spec.fail === 'reject') throw failure(spec);
+        if (spec.hold !== undefined) await spec.hold;
+        ctx.status = spec.status ?? 200;
+        if (spec.destroyAfterHeaders || spec.holdAfterHeaders !== undefined || spec.chunks !== undefined) {
+          const body = new PassThrough();
+          ctx.body = body;
+          body.write('first');
+          void (async () => {
+            if (spec.destroyAfterHeaders) {
+              // Let respond() pipe the first chunk, then kill the response.
+              await new Promise((resolve) => ctx.res.once('pipe', resolve));
+              setImmediate(() => ctx.res.destroy());
+              return;
+            }
+            if (spec.holdAfterHeaders !== undefined) await spec.holdAfterHeaders;
+            for (const chunk of spec.chunks ?? []) body.write(chunk);
+            body.end(spec.body ?? 'ok');
+          })();
+          return;
+        }
+        ctx.body = spec.body ?? 'ok';
+      });
+      return start(createServer(app.callback()));
+    },
+  };
+}
+
+const nodeHarness: Harness = {
+  name: 'node:http',
+  features: new Set<Feature>(),
+  listen(routes, options, extra) {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
+      const spec = routes[new URL(req.url ?? '/', 'http://x').pathname];
+      if (spec === undefined) {
+        res.statusCode = 404;
+        res.end();
+        return;
+      }
+      void (async () => {
+        await spec.run?.({ url: req.url ?? '/' });
+        await respondNode(spec, res);
+      })();
+    };
+    // With `twice`, the inner wrapper (parallel) must reuse the outer one's scope.
+    const inner = extra?.twice ? withDeferHandler(handler, { mode: 'parallel' }) : handler;
+    return start(createServer(withDeferHandler(inner, options)));
+  },
+};
+
+export const harnesses: Harness[] = [
+  expressHarness('express 4', express4, ['throw', 'next']),
+  expressHarness('express 5', express5, ['throw', 'next', 'reject']),
+  koaHarness('koa 2', Koa2),
+  koaHarness('koa 3', Koa3),
+  nodeHarness,
+];
+
+export function harness(name: string): Harness {
+  const found = harnesses.find((h) => h.name === name);
+  if (found === undefined) throw new Error(`no harness ${name}`);
+  return found;
+}
