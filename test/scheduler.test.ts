@@ -1,0 +1,197 @@
+/** Semantic 8: one bounded scheduler per process. */
+import { afterEach, describe, expect, it } from 'vitest';
+import { configureDefer, defer, deferStats, DeferError, drain, withDefer, type DeferErrorInfo } from '../src/index.js';
+import { gate } from './support/client.js';
+
+afterEach(async () => {
+  configureDefer({ concurrency: undefined, maxQueued: undefined, maxNestingDepth: undefined, onError: undefined });
+  await drain();
+});
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+describe('scheduler', () => {
+  it('runs at most `concurrency` callbacks at once in the process', async () => {
+    configureDefer({ concurrency: 3 });
+    let now = 0;
+    let peak = 0;
+    const work = async () => {
+      peak = Math.max(peak, ++now);
+      await tick();
+      now--;
+    };
+    await Promise.all(
+      Array.from({ length: 5 }, () =>
+        withDefer(() => {
+          for (let i = 0; i < 4; i++) defer(work);
+        }, { mode: 'parallel' }),
+      ),
+    );
+    expect(deferStats().running).toBe(3);
+    await drain();
+    expect(peak).toBe(3);
+  });
+
+  it('a sequential scope holds one slot or one queue place; slots are handed out first come, first served', async () => {
+    configureDefer({ concurrency: 1 });
+    const order: string[] = [];
+    const step = (label: string) => async () => {
+      order.push(label);
+      await tick();
+    };
+    await withDefer(() => ['a1', 'a2', 'a3'].forEach((l) => defer(step(l))));
+    await withDefer(() => ['b1', 'b2', 'b3'].forEach((l) => defer(step(l))));
+    expect(deferStats().queued).toBe(1);
+    await drain();
+    expect(order).toEqual(['a1', 'b1', 'a2', 'b2', 'a3', 'b3']);
+  });
+
+  it('refuses a callback offered while maxQueued already wait: reported synchronously, each on its own', async () => {
+    const errors: [unknown, DeferErrorInfo][] = [];
+    configureDefer({ concurrency: 1, maxQueued: 2, onError: (error, info) => errors.push([error, info]) });
+    const hold = gate();
+    const before = deferStats();
+    let decided = false;
+    await withDefer(
+      () => {
+        defer(() => hold.promise, { name: 'running' });
+        for (const name of ['q1', 'q2', 'x1', 'x2']) defer(() => undefined, { name });
+      },
+      { mode: 'parallel' },
+    ).then(() => (decided = true));
+    // Reported during the invocation, before withDefer() resolved.
+    expect(decided).toBe(true);
+    expect(errors.map(([, info]) => [info.phase, info.name])).toEqual([
+      ['overflow', 'x1'],
+      ['overflow', 'x2'],
+    ]);
+    expect(errors[0]![0]).not.toBe(errors[1]![0]);
+    for (const [error] of errors) {
+      expect(error).toBeInstanceOf(DeferError);
+      expect((error as DeferError).code).toBe('ERR_DEFER_OVERFLOW');
+    }
+    expect(deferStats().dropped - before.dropped).toBe(2);
+    hold.open();
+    await drain();
+    // It recovers by itself.
+    const ran: string[] = [];
+    await withDefer(() => void defer(() => void ran.push('after')), { await: true });
+    expect(ran).toEqual(['after']);
+  });
+
+  it('caps nesting: a callback that defers itself forever stops at maxNestingDepth', async () => {
+    const errors: [unknown, DeferErrorInfo][] = [];
+    configureDefer({ maxNestingDepth: 5 });
+    let runs = 0;
+    const again = () => {
+      runs++;
+      defer(again, { name: 'again' });
+    };
+    await withDefer(() => void defer(again, { name: 'again' }), {
+      await: true,
+      onError: (error, info) => errors.push([error, info]),
+    });
+    // Generation 0 plus 5 nested generations ran; generation 6 was refused.
+    expect(runs).toBe(6);
+    expect(errors).toHaveLength(1);
+    expect((errors[0]![0] as DeferError).code).toBe('ERR_DEFER_OVERFLOW');
+    expect(errors[0]![1]).toMatchObject({ phase: 'overflow', name: 'again' });
+  });
+
+  it('a withDefer inside a running callback runs in that slot, so nesting never deadlocks', async () => {
+    configureDefer({ concurrency: 1 });
+    const ran: string[] = [];
+    await withDefer(
+      () => {
+        defer(async () => {
+          await withDefer(
+            () => {
+              defer(() => void ran.push('inner 1'));
+              defer(() => void ran.push('inner 2'));
+            },
+            { await: true, mode: 'parallel' },
+          );
+          ran.push('outer done');
+        });
+      },
+      { await: true },
+    );
+    expect(ran).toEqual(['inner 1', 'inner 2', 'outer done']);
+  });
+
+  it('yields to the event loop during a long invocation', async () => {
+    const events: string[] = [];
+    let immediateRan = false;
+    await withDefer(
+      () => {
+        setImmediate(() => {
+          immediateRan = true;
+        });
+        for (let i = 0; i < 5000; i++) {
+          defer(() => {
+            if (immediateRan && events.length === 0) events.push(`immediate ran before callback ${i}`);
+          });
+        }
+      },
+      { await: true },
+    );
+    expect(events).toHaveLength(1);
+    const index = Number(/callback (\d+)/.exec(events[0]!)![1]);
+    expect(index).toBeGreaterThan(0);
+    expect(index).toBeLessThanOrEqual(1000);
+  });
+
+  it('grows linearly: 20 000 named and unnamed callbacks in one scope all run once', async () => {
+    let count = 0;
+    await withDefer(
+      () => {
+        for (let i = 0; i < 10_000; i++) {
+          defer(() => void count++);
+          defer(() => void count++, { name: `n${i}` });
+        }
+      },
+      { await: true },
+    );
+    expect(count).toBe(20_000);
+  });
+});
+
+describe('configureDefer() and deferStats()', () => {
+  it('validates and merges: absent keys keep their value, undefined restores the default', () => {
+    configureDefer({ concurrency: 2, maxQueued: 5 });
+    configureDefer({ maxQueued: 7 });
+    const probe = async () => {
+      const hold = gate();
+      await withDefer(() => {
+        for (let i = 0; i < 3; i++) defer(() => hold.promise);
+      }, { mode: 'parallel' });
+      const stats = deferStats();
+      hold.open();
+      await drain();
+      return stats;
+    };
+    return probe().then(async (stats) => {
+      expect(stats.running).toBe(2);
+      configureDefer({ concurrency: undefined });
+      const restored = await probe();
+      expect(restored.running).toBe(3);
+    });
+  });
+
+  it.each([
+    [{ concurrency: 0 }, /concurrency/],
+    [{ concurrency: 1.5 }, /concurrency/],
+    [{ maxQueued: -1 }, /maxQueued/],
+    [{ maxNestingDepth: 0 }, /maxNestingDepth/],
+    [{ onError: 'log' }, /onError/],
+    [{ concurency: 4 }, /concurency/],
+    [null, /object/],
+  ])('refuses %o', (options, message) => {
+    expect(() => configureDefer(options as never)).toThrow(message);
+    expect(() => configureDefer(options as never)).toThrow(expect.objectContaining({ code: 'ERR_DEFER_INVALID_OPTIONS' }));
+  });
+
+  it('deferStats() has queued and running now, totals since start', () => {
+    expect(Object.keys(deferStats()).sort()).toEqual(['abandoned', 'completed', 'dropped', 'failed', 'queued', 'running']);
+  });
+});
