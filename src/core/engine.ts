@@ -746,6 +746,8 @@ function invoke(cb: DeferredCallback): void {
     try {
       result = callbackChannel.start.runStores(message, callUser, undefined, cb, context);
     } catch (error) {
+      // A synchronous failure ends the trace here (traceSync's shape).
+      cb.trace = undefined;
       message.error = error;
       callbackChannel.error.publish(message);
       callbackChannel.end.publish(message);
@@ -754,6 +756,7 @@ function invoke(cb: DeferredCallback): void {
     }
     message.result = result;
     callbackChannel.end.publish(message);
+    if (!isThenable(result)) cb.trace = undefined;
   } else {
     try {
       result = cb.fn(context);
@@ -780,6 +783,15 @@ function invoke(cb: DeferredCallback): void {
     }
   }
   settle(cb, OK, undefined);
+}
+
+function isThenable(value: unknown): boolean {
+  if (value === null || (typeof value !== 'object' && typeof value !== 'function')) return false;
+  try {
+    return typeof (value as { then?: unknown }).then === 'function';
+  } catch {
+    return true; // invoke() meets the throwing getter again and reports it
+  }
 }
 
 function callUser(cb: DeferredCallback, context: Context): unknown {
