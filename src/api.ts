@@ -15,6 +15,7 @@ import {
   Scope,
   SCOPE_OK,
   trackWait,
+  unhookExit,
   untrackWait,
   whenDone,
 } from './core/engine.js';
@@ -184,6 +185,7 @@ export function drain(options?: { timeout?: number }): Promise<DrainSummary> {
   return new Promise<DrainSummary>((resolve) => {
     drainer.resolve = resolve;
     if (remaining(drainer) === 0) {
+      unhookExit();
       finishDrainer(drainer);
       return;
     }

@@ -286,3 +286,16 @@ describe('scopes still open', () => {
     expect(ran).toEqual(['cb']);
   });
 });
+
+describe("the 'beforeExit' listener", () => {
+  it('is present while work is pending and gone once drain() finds the process idle', async () => {
+    await drain();
+    const before = process.listenerCount('beforeExit');
+    const g = gate();
+    await withDefer(() => void defer(() => g.promise));
+    expect(process.listenerCount('beforeExit')).toBe(before + 1);
+    g.open();
+    await drain();
+    expect(process.listenerCount('beforeExit')).toBe(before);
+  });
+});

@@ -380,6 +380,14 @@ export function trackWait(scope: Scope | undefined): void {
 /** @internal */
 export { untrack as untrackWait };
 
+/*
+ * The 'beforeExit' listener is present only while work is pending. Adding and
+ * removing a process listener costs microseconds (process re-checks signal
+ * listeners on each), too much to pay on every request of a busy server that
+ * keeps going 0 → 1 → 0 pending. So it is added on the first pending work
+ * and removed when drain() finds the process idle, or by an unref'd check
+ * within a second of going idle (the check holds nothing open).
+ */
 function busy(): void {
   if (S.exitHooked) return;
   S.exitHooked = true;
@@ -388,11 +396,27 @@ function busy(): void {
 }
 
 function idle(): void {
-  if (S.exitHooked) {
+  if (S.drainers.length > 0) {
+    unhookExit();
+    checkDrainers();
+  } else if (S.exitHooked && !S.exitCheck) {
+    S.exitCheck = true;
+    const timer = S.timers.setTimeout(idleCheck, 1000, undefined) as { unref?: () => void } | undefined;
+    timer?.unref?.();
+  }
+}
+
+function idleCheck(): void {
+  S.exitCheck = false;
+  if (S.pending === 0) unhookExit();
+}
+
+/** Removes the 'beforeExit' listener if nothing is pending. @internal */
+export function unhookExit(): void {
+  if (S.exitHooked && S.pending === 0) {
     S.exitHooked = false;
     process.removeListener('beforeExit', S.onBeforeExit!);
   }
-  if (S.drainers.length > 0) checkDrainers();
 }
 
 function onBeforeExit(): void {

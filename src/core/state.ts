@@ -81,6 +81,8 @@ export interface State {
   timers: Timers;
   override: Override | undefined;
   exitHooked: boolean;
+  /** An unref'd idle check is scheduled to remove the 'beforeExit' listener. */
+  exitCheck: boolean;
   onBeforeExit: (() => void) | undefined;
 }
 
@@ -123,6 +125,7 @@ function create(): State {
     timers: realTimers,
     override: undefined,
     exitHooked: false,
+    exitCheck: false,
     onBeforeExit: undefined,
   };
 }
