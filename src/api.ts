@@ -68,8 +68,8 @@ export function forget(name: string): boolean {
   if (typeof name !== 'string') throw badName('forget()', name);
   const override = S.override;
   if (override !== undefined) return override.forget(name);
-  const coll = S.als.getStore()?.scope.coll;
-  return coll === undefined ? false : forgetIn(coll, name);
+  const scope = S.als.getStore()?.scope;
+  return scope === undefined ? false : forgetIn(scope, name);
 }
 
 /**
@@ -226,7 +226,7 @@ function excluded(frame: Frame | undefined): Scope[] | undefined {
 export function currentCollection(): DeferredCallbackCollection | undefined {
   const scope = S.als.getStore()?.scope;
   if (scope === undefined) return undefined;
-  return (scope.coll ??= new DeferredCallbackCollection(scope));
+  return (scope.view ??= new DeferredCallbackCollection(scope));
 }
 
 /**

@@ -32,7 +32,7 @@ export type DeferRequestHandler = (req: IncomingMessage, res: ServerResponse, ne
 export function deferMiddleware(options?: Omit<DeferScopeOptions, 'await'>): DeferRequestHandler {
   const opts = parseScopeOptions(options, 'deferMiddleware() (request-defer/express)', false);
   return function requestDefer(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
-    runInResponseScope(res, opts, next, undefined, undefined, undefined);
+    runInResponseScope(res, opts, next);
   };
 }
 

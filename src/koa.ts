@@ -33,7 +33,7 @@ export type DeferKoaMiddleware = (ctx: KoaContextLike, next: () => Promise<unkno
 export function deferMiddleware(options?: Omit<DeferScopeOptions, 'await'>): DeferKoaMiddleware {
   const opts = parseScopeOptions(options, 'deferMiddleware() (request-defer/koa)', false);
   return function requestDefer(ctx: KoaContextLike, next: () => Promise<unknown>): Promise<unknown> {
-    return runInResponseScope(ctx.res, opts, next, undefined, undefined, undefined);
+    return runInResponseScope(ctx.res, opts, next);
   };
 }
 

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { runInResponseScope } from './core/http.js';
+import { runHandlerInResponseScope } from './core/http.js';
 import { invalidCallbackError } from './errors.js';
 import { parseScopeOptions } from './options.js';
 import type { DeferScopeOptions } from './types.js';
@@ -30,7 +30,7 @@ export function withDeferHandler<Req extends IncomingMessage, Res extends Server
   }
   const opts = parseScopeOptions(options, 'withDeferHandler() (request-defer/node)', false);
   return function requestDeferHandler(this: unknown, req: Req, res: Res): R {
-    return runInResponseScope(res, opts, handler as (this: unknown, a: Req, b: Res) => R, this, req, res);
+    return runHandlerInResponseScope(handler as (this: unknown, req: Req, res: Res) => R, this, req, res, opts);
   };
 }
 

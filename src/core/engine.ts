@@ -142,10 +142,6 @@ const EMPTY_OPTIONS: Readonly<DeferOptions> = Object.freeze({});
  */
 export class DeferredCallbackCollection implements Iterable<DeferredCallback> {
   /** @internal */ readonly scope: Scope;
-  /** @internal */ items: DeferredCallback[] = [];
-  /** @internal */ cursor = 0;
-  /** @internal */ count = 0;
-  /** @internal */ named: Map<string, DeferredCallback> | undefined = undefined;
 
   /** @internal */
   constructor(scope: Scope) {
@@ -154,12 +150,12 @@ export class DeferredCallbackCollection implements Iterable<DeferredCallback> {
 
   /** Callbacks registered and not yet started. */
   get size(): number {
-    return this.count;
+    return this.scope.count;
   }
 
   /** The callbacks not yet started, in run order. */
   *[Symbol.iterator](): IterableIterator<DeferredCallback> {
-    const items = this.items;
+    const items = this.scope.items ?? [];
     for (let i = 0; i < items.length; i++) {
       const cb = items[i]!;
       if (cb.state === PENDING || cb.state === QUEUED) yield cb;
@@ -172,7 +168,7 @@ export class DeferredCallbackCollection implements Iterable<DeferredCallback> {
    */
   forget(name: string): boolean {
     if (typeof name !== 'string') throw badName('DeferredCallbackCollection.forget()', name);
-    return forgetIn(this, name);
+    return forgetIn(this.scope, name);
   }
 
   static [Symbol.hasInstance](value: unknown): boolean {
@@ -239,7 +235,15 @@ export class Scope {
   readonly parentRun: DeferredCallback | undefined;
   readonly opts: ScopeOptions;
   readonly res: ServerResponse | undefined;
-  coll: DeferredCallbackCollection | undefined = undefined;
+  /** Registered callbacks in order (created by the first defer()); the collection's storage. */
+  items: DeferredCallback[] | undefined = undefined;
+  /** Index of the next callback to offer. */
+  cursor = 0;
+  /** Callbacks registered and not yet started (the collection's size). */
+  count = 0;
+  named: Map<string, DeferredCallback> | undefined = undefined;
+  /** The public view returned by currentCollection(). */
+  view: DeferredCallbackCollection | undefined = undefined;
   phase = OPEN;
   outcome: Outcome | undefined = undefined;
   /** 0: not judged yet, 1: non-always callbacks run, 2: they are skipped. */
@@ -297,17 +301,16 @@ export function register(frame: Frame, fn: (context: DeferContext) => unknown, o
     );
     return cb;
   }
-  const coll = (scope.coll ??= new DeferredCallbackCollection(scope));
-  if (cb.explicitName !== undefined) replaceNamed(coll, cb);
-  coll.items.push(cb);
-  coll.count++;
+  if (cb.explicitName !== undefined) replaceNamed(scope, cb);
+  (scope.items ??= []).push(cb);
+  scope.count++;
   track(scope);
   if (scope.phase !== OPEN) schedulePump(scope);
   return cb;
 }
 
-function replaceNamed(coll: DeferredCallbackCollection, cb: DeferredCallback): void {
-  const named = (coll.named ??= new Map());
+function replaceNamed(scope: Scope, cb: DeferredCallback): void {
+  const named = (scope.named ??= new Map());
   const previous = named.get(cb.explicitName!);
   if (previous !== undefined && (previous.state === PENDING || previous.state === QUEUED)) remove(previous);
   named.set(cb.explicitName!, cb);
@@ -316,12 +319,11 @@ function replaceNamed(coll: DeferredCallbackCollection, cb: DeferredCallback): v
 /** Removes a callback that has not started (forget, replacement). */
 function remove(cb: DeferredCallback): void {
   const scope = cb.scope;
-  const coll = scope.coll!;
   const wasQueued = cb.state === QUEUED;
   cb.state = REMOVED;
   cb.resource = undefined;
-  coll.count--;
-  if (cb.explicitName !== undefined && coll.named?.get(cb.explicitName) === cb) coll.named.delete(cb.explicitName);
+  scope.count--;
+  if (cb.explicitName !== undefined && scope.named?.get(cb.explicitName) === cb) scope.named.delete(cb.explicitName);
   if (wasQueued) {
     S.queued--;
     scope.active--;
@@ -331,15 +333,15 @@ function remove(cb: DeferredCallback): void {
 }
 
 /** @internal */
-export function forgetIn(coll: DeferredCallbackCollection, name: string): boolean {
-  let cb = coll.named?.get(name);
+export function forgetIn(scope: Scope, name: string): boolean {
+  let cb = scope.named?.get(name);
   if (cb === undefined) {
     // A generated name ("sendMail#12"): find the callback by its id.
     const hash = name.lastIndexOf('#');
     if (hash < 0) return false;
     const id = Number(name.slice(hash + 1));
     if (!Number.isInteger(id)) return false;
-    cb = coll.items.find((item) => item.id === id && item.explicitName === undefined && item.name === name);
+    cb = scope.items?.find((item) => item.id === id && item.explicitName === undefined && item.name === name);
   }
   if (cb === undefined || (cb.state !== PENDING && cb.state !== QUEUED)) return false;
   remove(cb);
@@ -463,13 +465,11 @@ export function finishDrainer(d: import('./state.js').Drainer): void {
 export function httpOutcome(res: ServerResponse): Outcome {
   if (res.writableFinished) {
     const statusCode = res.statusCode;
-    return Object.freeze({ kind: 'http', statusCode, ok: statusCode < 400, aborted: false });
+    return { kind: 'http', statusCode, ok: statusCode < 400, aborted: false };
   }
-  return Object.freeze(
-    res.headersSent
-      ? { kind: 'http' as const, statusCode: res.statusCode, ok: false, aborted: true }
-      : { kind: 'http' as const, ok: false, aborted: true },
-  );
+  return res.headersSent
+    ? { kind: 'http', statusCode: res.statusCode, ok: false, aborted: true }
+    : { kind: 'http', ok: false, aborted: true };
 }
 
 /** The scope's outcome, built on first use for a closed response. @internal */
@@ -502,8 +502,8 @@ export function decide(scope: Scope, outcome: Outcome): void {
   if (scope.phase !== OPEN) return;
   scope.outcome = outcome;
   scope.phase = INVOKING;
-  if (scopeChannel.hasSubscribers) scopeChannel.publish({ outcome, size: scope.coll?.count ?? 0 });
-  if (scope.coll === undefined) {
+  if (scopeChannel.hasSubscribers) scopeChannel.publish({ outcome, size: scope.count });
+  if (scope.items === undefined) {
     complete(scope);
     return;
   }
@@ -571,14 +571,13 @@ function inheritsSlot(scope: Scope): boolean {
  */
 function pump(scope: Scope): void {
   if (scope.looping || scope.yielding || scope.phase !== INVOKING) return;
-  const coll = scope.coll!;
   scope.looping = true;
   for (;;) {
     if (scope.active > 0 && (!scope.opts.parallel || inheritsSlot(scope))) break;
-    const items = coll.items;
+    const items = scope.items!;
     let cb: DeferredCallback | undefined;
-    while (coll.cursor < items.length) {
-      const next = items[coll.cursor++]!;
+    while (scope.cursor < items.length) {
+      const next = items[scope.cursor++]!;
       if (next.state === PENDING) {
         cb = next;
         break;
@@ -587,7 +586,7 @@ function pump(scope: Scope): void {
     if (cb === undefined) break;
     const ran = ++scope.ran;
     if (ran >= YIELD_EVERY || ((ran & 7) === 0 && sliceExpired(scope))) {
-      coll.cursor--;
+      scope.cursor--;
       scope.yielding = true;
       S.timers.setImmediate(resumeScope, scope);
       break;
@@ -596,7 +595,7 @@ function pump(scope: Scope): void {
     else skip(cb);
   }
   scope.looping = false;
-  if (scope.active === 0 && !scope.yielding && coll.cursor >= coll.items.length) complete(scope);
+  if (scope.active === 0 && !scope.yielding && scope.cursor >= scope.items!.length) complete(scope);
 }
 
 function sliceExpired(scope: Scope): boolean {
@@ -611,11 +610,10 @@ function sliceExpired(scope: Scope): boolean {
 function complete(scope: Scope): void {
   if (scope.phase !== INVOKING) return;
   scope.phase = DONE;
-  const coll = scope.coll;
-  if (coll !== undefined) {
-    coll.items = [];
-    coll.cursor = 0;
-    coll.named = undefined;
+  if (scope.items !== undefined) {
+    scope.items = [];
+    scope.cursor = 0;
+    scope.named = undefined;
   }
   const waiters = scope.waiters;
   if (waiters !== undefined) {
@@ -634,7 +632,7 @@ function skip(cb: DeferredCallback): void {
   const scope = cb.scope;
   cb.state = REMOVED;
   cb.resource = undefined;
-  scope.coll!.count--;
+  scope.count--;
   if (skipChannel.hasSubscribers) skipChannel.publish({ name: cb.name, outcome: scope.outcome, reason: skipReason(scope) });
   untrack(scope);
 }
@@ -665,7 +663,7 @@ function refuse(cb: DeferredCallback): void {
   scope.active--;
   cb.state = REMOVED;
   cb.resource = undefined;
-  scope.coll!.count--;
+  scope.count--;
   S.stats.dropped++;
   report(
     scope,
@@ -740,8 +738,8 @@ function start(cb: DeferredCallback, hasSlot: boolean): void {
   const scope = cb.scope;
   cb.state = RUNNING;
   cb.hasSlot = hasSlot;
-  scope.coll!.count--;
-  if (cb.explicitName !== undefined && scope.coll!.named?.get(cb.explicitName) === cb) scope.coll!.named.delete(cb.explicitName);
+  scope.count--;
+  if (cb.explicitName !== undefined && scope.named?.get(cb.explicitName) === cb) scope.named.delete(cb.explicitName);
   S.running++;
   const timeout = cb.timeout ?? scope.opts.timeout;
   if (timeout !== undefined) cb.timer = S.timers.setTimeout(onTimeout, timeout, cb);
@@ -908,10 +906,9 @@ export function runNow(frame: Frame | undefined, fn: (context: DeferContext) => 
     );
     return cb;
   }
-  const coll = (scope.coll = new DeferredCallbackCollection(scope));
-  coll.items.push(cb);
-  coll.count = 1;
-  coll.cursor = 1;
+  scope.items = [cb];
+  scope.count = 1;
+  scope.cursor = 1;
   scope.phase = INVOKING;
   scope.looping = true; // settle() must not pump before start() returns
   track(scope);
@@ -941,15 +938,15 @@ export function abandonAll(exclude: Scope[] | undefined, drainer: { abandoned: n
   const running: DeferredCallback[] = [];
   // First everything that waits, so freeing a running callback's slot starts nothing.
   for (const scope of scopes) {
-    const coll = scope.coll;
-    if (coll === undefined) continue;
-    for (const cb of coll.items) {
+    const items = scope.items;
+    if (items === undefined) continue;
+    for (const cb of items) {
       if (cb.state === RUNNING) running.push(cb);
       else if (cb.state === PENDING || cb.state === QUEUED) {
         const wasQueued = cb.state === QUEUED;
         cb.state = REMOVED;
         cb.resource = undefined;
-        coll.count--;
+        scope.count--;
         if (wasQueued) {
           S.queued--;
           scope.active--;
