@@ -28,6 +28,8 @@ import { withDeferHandler } from '../src/node.js';
 import { fakeDefer, withoutDefer, type FakeDefer } from '../src/testing.js';
 import { deferDispatch } from '../src/bullmq.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import express from 'express';
+import Koa from 'koa';
 
 describe('public types', () => {
   it('root API', () => {
@@ -72,5 +74,14 @@ describe('public types', () => {
     expectTypeOf(fakeDefer).returns.toEqualTypeOf<FakeDefer>();
     expectTypeOf(withoutDefer).returns.toEqualTypeOf<() => void>();
     expectTypeOf(deferDispatch).returns.toEqualTypeOf<DeferredCallback>();
+  });
+
+  it('the middlewares fit Express and Koa typings without casts', () => {
+    const app = express();
+    app.use(expressMiddleware());
+    app.use('/admin', expressMiddleware({ mode: 'parallel' }));
+    express.Router().use(expressMiddleware());
+    new Koa().use(koaMiddleware());
+    expectTypeOf(app).not.toBeAny();
   });
 });
