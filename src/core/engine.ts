@@ -829,8 +829,9 @@ function onTimeout(cb: DeferredCallback): void {
     TIMED_OUT,
     new DeferError(
       codes.ERR_DEFER_TIMEOUT,
-      `Deferred callback "${cb.name}" timed out after ${ms} ms; its signal was aborted and its slot freed. ` +
-        `Make it honour context.signal, or give it more time with defer(fn, { timeout }) or the scope's timeout option.`,
+      `Deferred callback "${cb.name}" timed out after ${ms} ms: its signal was aborted, its slot freed, and whatever ` +
+        `it does from now on is ignored. If the work can stop early, make it honour context.signal; otherwise give ` +
+        `it more time with defer(fn, { timeout }) or the scope's timeout option.`,
     ),
   );
 }
