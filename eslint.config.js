@@ -24,7 +24,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['**/*.cjs'],
+    files: ['**/*.cjs', '**/*.d.ts'],
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
 );
