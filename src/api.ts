@@ -209,7 +209,7 @@ function excluded(frame: Frame | undefined): Scope[] | undefined {
   let scope: Scope | undefined = frame.scope;
   while (scope !== undefined) {
     scopes.push(scope);
-    scope = scope.parentRun?.scope;
+    scope = scope.parentScope;
   }
   return scopes;
 }

@@ -1,42 +1,58 @@
-import { AsyncResource } from 'node:async_hooks';
+import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 import { AssertionError } from 'node:assert';
-import { forgetIn, DeferredCallback, runNow, Scope } from './core/engine.js';
+import { DeferredCallback, forgetIn, register, runNow, Scope } from './core/engine.js';
 import { type Override, S } from './core/state.js';
-import { codes, DeferError } from './errors.js';
+import { codes, DeferError, describe, noScopeError } from './errors.js';
 import { DEFAULT_SCOPE_OPTIONS } from './options.js';
-import type { DeferContext, Outcome } from './types.js';
+import type { DeferContext, DeferOptions, Outcome } from './types.js';
 
-/** The outcome `runAll()` uses when none is given. */
+/*
+ * request-defer/testing: the fake (`fakeDefer()`) and the inline mode
+ * (`withoutDefer()`). Both install an `Override` on the process-wide state,
+ * which `defer()` and `forget()` of every copy of the package consult first.
+ * Overrides stack: each remembers the one it replaced (`previous`), and
+ * restoring one that is no longer on top unlinks it from the stack, so
+ * restoring in any order never revives a restored override.
+ */
+
+/** The outcome `runAll()` uses when none is given, and the one `run()` always uses. */
 export const PASSING_OUTCOME: Outcome = Object.freeze({ kind: 'http', statusCode: 200, ok: true, aborted: false });
 
 /**
  * The testing fake `fakeDefer()` returns: from its creation until
  * `restore()`, every `defer()` in the process records instead of
- * scheduling, inside or outside a scope.
+ * scheduling, inside or outside a scope. Disposable: `using fake = fakeDefer()`
+ * restores it at the end of the block.
  */
-export interface FakeDefer {
-  /** The recorded callbacks, in order (`name`, `isAlways`, `options`). */
+export interface FakeDefer extends Disposable {
+  /** The recorded callbacks not yet run, forgotten or cleared, in record order (`name`, `isAlways`, `options`). */
   readonly callbacks: readonly DeferredCallback[];
   /** How many callbacks are recorded. */
   readonly count: number;
   /**
    * Runs the recorded callbacks named `name` (all when omitted), whatever
-   * `always` and status say, with a passing outcome, one after another;
-   * removes them from `callbacks`. Rejects with the error a callback threw
-   * (an `AggregateError` if several threw), after running the rest.
+   * `always` and status say, with a passing outcome (HTTP 200), one after
+   * another in record order, then the callbacks they deferred; removes what
+   * it ran from `callbacks`. Keeps going when one throws, then rejects with
+   * that error (an `AggregateError` if several threw). Never calls `onError`.
+   * Rejects with an `AssertionError` when no callback named `name` is recorded.
    */
   run(name?: string): Promise<void>;
   /**
    * Runs the recorded callbacks the production rules admit for `outcome`
-   * (default: HTTP 200), one after another, then empties `callbacks`.
-   * Skipped ones are discarded, as in production.
+   * (`always` callbacks, and the others when the outcome passes the scope's
+   * `runWhen`, by default `ok`; only `always` ones on an abort), one after
+   * another, then the callbacks they deferred, and empties `callbacks`:
+   * skipped ones are discarded, as in production. `outcome` may be partial
+   * (`{ statusCode: 500 }`, `{ aborted: true }`, `{ kind: 'scope', error }`);
+   * the default is HTTP 200. Rejects like `run()`.
    */
   runAll(outcome?: Partial<Outcome>): Promise<void>;
-  /** Asserts one callback named `name` (any callback when omitted) was deferred. */
+  /** Asserts at least one callback named `name` (any callback when omitted) is recorded. */
   assertDeferred(name?: string): void;
-  /** Asserts no callback named `name` was deferred. */
+  /** Asserts no callback named `name` is recorded. */
   assertNotDeferred(name: string): void;
-  /** Asserts exactly `n` callbacks were deferred. */
+  /** Asserts exactly `n` callbacks are recorded. */
   assertCount(n: number): void;
   /** Forgets every recorded callback. */
   clear(): void;
@@ -44,153 +60,282 @@ export interface FakeDefer {
   restore(): void;
 }
 
-class Fake implements FakeDefer, Override {
+/** An override that knows the one it replaced, so it can be unlinked in any order. */
+interface Link extends Override {
+  previous: Override | undefined;
+}
+
+function install(link: Link): void {
+  link.previous = S.override;
+  S.override = link;
+}
+
+/** Removes `link` from the override stack, wherever it is. */
+function unlink(link: Link): void {
+  if (S.override === link) {
+    S.override = link.previous;
+    return;
+  }
+  for (let above = S.override as Link | undefined; above !== undefined; above = above.previous as Link | undefined) {
+    if (above.previous === link) {
+      above.previous = link.previous;
+      return;
+    }
+  }
+}
+
+/** The production path of `defer()`, for a call that reaches a restored override. */
+function deferNormally(previous: Override | undefined, fn: (context: DeferContext) => unknown, options: DeferOptions | undefined): DeferredCallback {
+  if (previous !== undefined) return previous.defer(fn, options);
+  const frame = S.als.getStore();
+  if (frame === undefined) throw noScopeError('defer()');
+  return register(frame, fn, options);
+}
+
+function forgetNormally(previous: Override | undefined, name: string): boolean {
+  if (previous !== undefined) return previous.forget(name);
+  const coll = S.als.getStore()?.scope.coll;
+  return coll === undefined ? false : forgetIn(coll, name);
+}
+
+/** One recorded `defer()` call. */
+interface Recorded {
+  readonly cb: DeferredCallback;
+  /** The scope `defer()` was called in (`undefined` outside any): names replace, and `forget()` removes, within it. */
+  readonly scope: Scope | undefined;
+  /** The async context of the `defer()` call, restored when the fake runs the callback. */
+  readonly resource: AsyncResource;
+  /** Order of recording, to find what was recorded while callbacks ran. */
+  readonly seq: number;
+}
+
+/** What the fake's async context holds while it runs a callback. */
+interface Running {
+  readonly generation: number;
+  readonly errors: unknown[];
+}
+
+let running: AsyncLocalStorage<Running> | undefined;
+
+class Fake implements FakeDefer, Link {
   readonly kind = 'fake' as const;
-  private recorded: DeferredCallback[] = [];
+  previous: Override | undefined = undefined;
+  private records: Recorded[] = [];
+  private seq = 0;
   private readonly holder = new Scope(DEFAULT_SCOPE_OPTIONS, undefined, undefined);
-  private readonly contexts = new WeakMap<DeferredCallback, AsyncResource>();
-  private readonly previous: Override | undefined;
   private restored = false;
 
-  constructor(previous: Override | undefined) {
-    this.previous = previous;
-  }
+  // --- Override: what defer() and forget() of every copy call while the fake is installed
 
-  // --- Override: what defer() and forget() call while the fake is installed
-
-  defer(fn: (context: DeferContext) => unknown, options: DeferredCallback['options'] | undefined): DeferredCallback {
-    const cb = new DeferredCallback(fn, this.holder, options, 0, false);
-    if (cb.explicitName !== undefined) {
-      // As in production: a same-name registration replaces the earlier one.
-      this.recorded = this.recorded.filter((other) => other.explicitName !== cb.explicitName);
+  defer(fn: (context: DeferContext) => unknown, options: DeferOptions | undefined): DeferredCallback {
+    if (this.restored) return deferNormally(this.previous, fn, options);
+    const run = running?.getStore();
+    const frame = S.als.getStore();
+    const generation = run === undefined ? (frame?.childGen ?? 0) : run.generation + 1;
+    const cb = new DeferredCallback(fn, this.holder, options, generation, false);
+    if (run !== undefined && generation > S.config.maxNestingDepth) {
+      // As in production the call does not throw; the run that caused it rejects.
+      run.errors.push(
+        new DeferError(
+          codes.ERR_DEFER_OVERFLOW,
+          `Deferred callback "${cb.name}" was refused: it would be generation ${generation} of nested defer() ` +
+            `calls, above maxNestingDepth (${S.config.maxNestingDepth}). A callback that defers itself ` +
+            `forever is a loop; raise maxNestingDepth with configureDefer() if the depth is intended.`,
+        ),
+      );
+      return cb;
     }
-    this.recorded.push(cb);
-    this.contexts.set(cb, new AsyncResource('request-defer:fake'));
+    const scope = frame?.scope;
+    if (cb.explicitName !== undefined) {
+      // As in production: a same-name registration in the same scope replaces the earlier one.
+      const i = this.records.findIndex((r) => r.scope === scope && r.cb.explicitName === cb.explicitName);
+      if (i >= 0) this.records.splice(i, 1);
+    }
+    this.records.push({ cb, scope, resource: new AsyncResource('request-defer:fake'), seq: ++this.seq });
     return cb;
   }
 
   forget(name: string): boolean {
-    const before = this.recorded.length;
-    this.recorded = this.recorded.filter((cb) => cb.name !== name);
-    return this.recorded.length !== before;
+    if (this.restored) return forgetNormally(this.previous, name);
+    const scope = S.als.getStore()?.scope;
+    const i = this.records.findIndex((r) => r.scope === scope && r.cb.name === name);
+    if (i < 0) return false;
+    this.records.splice(i, 1);
+    return true;
   }
 
   // --- FakeDefer
 
   get callbacks(): readonly DeferredCallback[] {
-    return [...this.recorded];
+    this.live('callbacks');
+    return Object.freeze(this.records.map((r) => r.cb));
   }
 
   get count(): number {
-    return this.recorded.length;
+    this.live('count');
+    return this.records.length;
   }
 
   run(name?: string): Promise<void> {
-    this.live('run');
-    if (name !== undefined && typeof name !== 'string') return Promise.reject(badFakeArg('run', 'name', name));
-    const selected = name === undefined ? this.recorded : this.recorded.filter((cb) => cb.name === name);
-    if (name !== undefined && selected.length === 0) {
-      return Promise.reject(assertion(`run("${name}"): no deferred callback named "${name}"; deferred were: ${this.listing()}`));
+    try {
+      this.live('run');
+      if (name !== undefined && typeof name !== 'string') throw badFakeArg('run', 'name', name);
+    } catch (error) {
+      return Promise.reject(error);
     }
-    return this.execute(new Set(selected), PASSING_OUTCOME, () => true);
+    if (name !== undefined && !this.records.some((r) => r.cb.name === name)) {
+      return Promise.reject(
+        assertion(
+          `fakeDefer().run(${JSON.stringify(name)}): no deferred callback named ${JSON.stringify(name)} is recorded; ` +
+            `${this.listing()}`,
+          this.run,
+        ),
+      );
+    }
+    const selected = name === undefined ? this.records : this.records.filter((r) => r.cb.name === name);
+    return this.execute(selected, PASSING_OUTCOME, true);
   }
 
   runAll(outcome?: Partial<Outcome>): Promise<void> {
-    this.live('runAll');
-    const resolved = normalizeOutcome(outcome);
-    return this.execute(new Set(this.recorded), resolved, (cb) => cb.isAlways || (!resolved.aborted && resolved.ok));
+    let resolved: Outcome;
+    try {
+      this.live('runAll');
+      resolved = normalizeOutcome(outcome);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.execute(this.records, resolved, false);
   }
 
-  private async execute(selected: Set<DeferredCallback>, outcome: Outcome, admit: (cb: DeferredCallback) => boolean): Promise<void> {
+  /**
+   * Runs `selected`, then what was recorded while they ran, and so on.
+   * `everything`: run() (no rule applies); else runAll(), which judges
+   * `runWhen` once per scope, as production does.
+   */
+  private async execute(selected: readonly Recorded[], outcome: Outcome, everything: boolean): Promise<void> {
     const errors: unknown[] = [];
-    let batch = this.recorded.filter((cb) => selected.has(cb));
-    this.recorded = this.recorded.filter((cb) => !selected.has(cb));
-    let seen = this.recorded.length;
+    const judged = new Map<Scope | undefined, boolean>();
+    const admit = (r: Recorded): boolean => {
+      if (everything || r.cb.isAlways) return true;
+      if (outcome.aborted) return false; // runWhen is not consulted on aborts
+      let ok = judged.get(r.scope);
+      if (ok === undefined) {
+        const runWhen = r.scope?.opts.runWhen;
+        if (runWhen === undefined) ok = outcome.ok;
+        else {
+          try {
+            ok = runWhen(outcome) === true;
+          } catch (error) {
+            ok = false; // counts as false, as in production; the run rejects with it
+            errors.push(error);
+          }
+        }
+        
+      }
+      return ok;
+    };
+    let batch = [...selected];
     while (batch.length > 0) {
-      for (const cb of batch) {
-        if (!admit(cb)) continue;
+      const mark = this.seq;
+      for (const r of batch) {
+        const i = this.records.indexOf(r);
+        if (i < 0) continue; // forgotten, replaced or cleared while earlier callbacks ran
+        this.records.splice(i, 1);
+        if (!admit(r)) continue; // skipped: discarded, as in production
         try {
-          await this.call(cb, outcome);
+          await this.call(r, outcome, errors);
         } catch (error) {
           errors.push(error);
         }
       }
       // Callbacks recorded meanwhile (nested defers) run after the others.
-      batch = this.recorded.slice(seen);
-      this.recorded = this.recorded.slice(0, seen);
-      seen = this.recorded.length;
+      batch = this.records.filter((r) => r.seq > mark);
     }
     if (errors.length === 1) throw errors[0];
     if (errors.length > 1) throw new AggregateError(errors, `${errors.length} deferred callbacks failed`);
   }
 
-  private call(cb: DeferredCallback, outcome: Outcome): unknown {
-    const context: DeferContext = { signal: new AbortController().signal, outcome, name: cb.name };
-    const resource = this.contexts.get(cb);
-    return resource === undefined ? cb.fn(context) : resource.runInAsyncScope(cb.fn, undefined, context);
+  private call(r: Recorded, outcome: Outcome, errors: unknown[]): unknown {
+    const context: DeferContext = Object.freeze({ signal: new AbortController().signal, outcome, name: r.cb.name });
+    const store: Running = { generation: r.cb.generation, errors };
+    running ??= new AsyncLocalStorage<Running>();
+    return r.resource.runInAsyncScope(runIn, undefined, running, store, r.cb.fn, context);
   }
 
   assertDeferred(name?: string): void {
     this.live('assertDeferred');
     if (name === undefined) {
-      if (this.recorded.length === 0) throw assertion('Expected at least one deferred callback; none were deferred');
+      if (this.records.length === 0) {
+        throw assertion('Expected at least one deferred callback; nothing was deferred', this.assertDeferred);
+      }
       return;
     }
     if (typeof name !== 'string') throw badFakeArg('assertDeferred', 'name', name);
-    if (!this.recorded.some((cb) => cb.name === name)) {
-      throw assertion(`Expected a deferred callback named "${name}"; deferred were: ${this.listing()}`);
+    if (!this.records.some((r) => r.cb.name === name)) {
+      throw assertion(`Expected a deferred callback named ${JSON.stringify(name)}; ${this.listing()}`, this.assertDeferred);
     }
   }
 
   assertNotDeferred(name: string): void {
     this.live('assertNotDeferred');
     if (typeof name !== 'string') throw badFakeArg('assertNotDeferred', 'name', name);
-    if (this.recorded.some((cb) => cb.name === name)) {
-      throw assertion(`Expected no deferred callback named "${name}"; deferred were: ${this.listing()}`);
+    if (this.records.some((r) => r.cb.name === name)) {
+      throw assertion(`Expected no deferred callback named ${JSON.stringify(name)}; ${this.listing()}`, this.assertNotDeferred);
     }
   }
 
   assertCount(n: number): void {
     this.live('assertCount');
     if (!Number.isInteger(n) || n < 0) throw badFakeArg('assertCount', 'n', n);
-    if (this.recorded.length !== n) {
-      throw assertion(
-        `Expected ${n} deferred callback${n === 1 ? '' : 's'}; ${this.recorded.length} were deferred: ${this.listing()}`,
+    const actual = this.records.length;
+    if (actual !== n) {
+      const error = assertion(
+        `Expected ${n} deferred callback${n === 1 ? '' : 's'}; ` +
+          (actual === 0 ? 'nothing was deferred' : `${actual} ${actual === 1 ? 'was' : 'were'} deferred: ${this.names()}`),
+        this.assertCount,
       );
+      error.actual = actual;
+      error.expected = n;
+      error.operator = 'strictEqual';
+      throw error;
     }
   }
 
   clear(): void {
     this.live('clear');
-    this.recorded = [];
+    this.records = [];
   }
 
   restore(): void {
     if (this.restored) return;
     this.restored = true;
-    this.recorded = [];
-    if (S.override === (this as Override)) S.override = this.previous;
+    this.records = [];
+    unlink(this);
   }
 
   [Symbol.dispose](): void {
     this.restore();
   }
 
-  private live(method: string): void {
+  private live(member: string): void {
     if (this.restored) {
       throw new DeferError(
         codes.ERR_DEFER_FAKE_RESTORED,
-        `fakeDefer().${method}() was called after restore(). Call fakeDefer() again for a new fake ` +
+        `fakeDefer().${member} was used after restore(). Call fakeDefer() again for a new fake ` +
           `(for example in beforeEach), and restore it in afterEach.`,
       );
     }
   }
 
-  /** `"audit-login" (always), <anonymous> ×2`: what was deferred, grouped. */
+  /** `deferred were: "audit-login" (always), <anonymous> ×2`, or `nothing was deferred`. */
   private listing(): string {
-    if (this.recorded.length === 0) return 'nothing';
+    return this.records.length === 0 ? 'nothing was deferred' : `deferred were: ${this.names()}`;
+  }
+
+  /** `"audit-login" (always), <anonymous> ×2`: what is recorded, grouped, in order of first appearance. */
+  private names(): string {
     const groups = new Map<string, number>();
-    for (const cb of this.recorded) {
+    for (const { cb } of this.records) {
       const label = `${cb.explicitName === undefined ? '<anonymous>' : JSON.stringify(cb.explicitName)}${cb.isAlways ? ' (always)' : ''}`;
       groups.set(label, (groups.get(label) ?? 0) + 1);
     }
@@ -198,31 +343,75 @@ class Fake implements FakeDefer, Override {
   }
 }
 
-function normalizeOutcome(outcome: Partial<Outcome> | undefined): Outcome {
-  if (outcome === undefined) return PASSING_OUTCOME;
-  if (typeof outcome !== 'object' || outcome === null) {
-    throw new DeferError(
-      codes.ERR_DEFER_INVALID_OPTIONS,
-      `fakeDefer().runAll() expects an outcome object such as { statusCode: 500 } or { aborted: true }, but received ${typeof outcome}.`,
-    );
-  }
-  const kind = outcome.kind ?? 'http';
-  const aborted = outcome.aborted ?? false;
-  const statusCode = outcome.statusCode ?? (kind === 'http' && !aborted ? 200 : undefined);
-  const ok = outcome.ok ?? (!aborted && (kind === 'scope' ? outcome.error === undefined : (statusCode ?? 200) < 400));
-  return Object.freeze({ ...outcome, kind, aborted, ok, ...(statusCode === undefined ? {} : { statusCode }) });
+function runIn(
+  als: AsyncLocalStorage<Running>,
+  store: Running,
+  fn: (context: DeferContext) => unknown,
+  context: DeferContext,
+): unknown {
+  return als.run(store, fn, context);
 }
 
-function assertion(message: string): AssertionError {
-  const error = new AssertionError({ message });
-  error.generatedMessage = false;
-  return error;
+const OUTCOME_KEYS = new Set(['kind', 'statusCode', 'ok', 'aborted', 'error']);
+
+/**
+ * Completes a partial outcome the way production builds one, and refuses
+ * what production never produces (a typo such as `status`, `ok: true` with
+ * status 500), so a test cannot pass by running under an outcome it did not mean.
+ */
+function normalizeOutcome(outcome: Partial<Outcome> | undefined): Outcome {
+  if (outcome === undefined) return PASSING_OUTCOME;
+  if (typeof outcome !== 'object' || outcome === null || Array.isArray(outcome)) {
+    throw badOutcome(`expected an object, but received ${describe(outcome)}`);
+  }
+  for (const key of Object.keys(outcome)) {
+    if (!OUTCOME_KEYS.has(key)) throw badOutcome(`unknown key ${JSON.stringify(key)}`);
+  }
+  const { kind = 'http', statusCode, ok, aborted } = outcome;
+  if (kind !== 'http' && kind !== 'scope') throw badOutcome(`kind must be 'http' or 'scope', not ${describe(kind)}`);
+  if (ok !== undefined && typeof ok !== 'boolean') throw badOutcome(`ok must be a boolean, not ${describe(ok)}`);
+  if (aborted !== undefined && typeof aborted !== 'boolean') throw badOutcome(`aborted must be a boolean, not ${describe(aborted)}`);
+  if (kind === 'scope') {
+    if (statusCode !== undefined) throw badOutcome(`a 'scope' outcome has no statusCode`);
+    if (aborted === true) throw badOutcome(`a 'scope' outcome is never aborted`);
+    const failed = Object.hasOwn(outcome, 'error');
+    if (ok === true && failed) throw badOutcome(`a 'scope' outcome with an error is not ok`);
+    if (ok === false || failed) return Object.freeze({ kind, ok: false, aborted: false, error: outcome.error });
+    return Object.freeze({ kind, ok: true, aborted: false });
+  }
+  if (Object.hasOwn(outcome, 'error')) throw badOutcome(`error is only set on 'scope' outcomes`);
+  if (statusCode !== undefined && (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 999)) {
+    throw badOutcome(`statusCode must be an HTTP status (100–999), not ${describe(statusCode)}`);
+  }
+  if (aborted === true) {
+    if (ok === true) throw badOutcome('an aborted outcome is not ok');
+    return Object.freeze(
+      statusCode === undefined ? { kind, ok: false, aborted: true } : { kind, statusCode, ok: false, aborted: true },
+    );
+  }
+  const status = statusCode ?? (ok === false ? 500 : 200);
+  if (ok !== undefined && ok !== status < 400) {
+    throw badOutcome(`ok: ${ok} contradicts statusCode ${status} (ok is statusCode < 400)`);
+  }
+  return Object.freeze({ kind, statusCode: status, ok: status < 400, aborted: false });
+}
+
+function badOutcome(why: string): DeferError {
+  return new DeferError(
+    codes.ERR_DEFER_INVALID_OPTIONS,
+    `fakeDefer().runAll() received an invalid outcome: ${why}. Pass nothing (HTTP 200) or a partial outcome ` +
+      `such as { statusCode: 500 }, { aborted: true } or { kind: 'scope', error }.`,
+  );
+}
+
+function assertion(message: string, stackStartFn: (...args: never[]) => unknown): AssertionError {
+  return new AssertionError({ message, stackStartFn });
 }
 
 function badFakeArg(method: string, field: string, value: unknown): DeferError {
   return new DeferError(
     codes.ERR_DEFER_INVALID_OPTIONS,
-    `fakeDefer().${method}() received an invalid ${field} (${typeof value}). ` +
+    `fakeDefer().${method}() received an invalid ${field} (${describe(value)}). ` +
       (field === 'n' ? 'Pass a whole number ≥ 0.' : 'Pass the callback name given to defer(fn, { name }).'),
   );
 }
@@ -230,31 +419,35 @@ function badFakeArg(method: string, field: string, value: unknown): DeferError {
 /**
  * Replaces scheduling with recording, process-wide (every async context,
  * every copy of the package) until `restore()`. `defer()` then works inside
- * and outside a scope and returns the `DeferredCallback`; `waitUntil()` is
- * still tracked by `drain()`.
+ * and outside a scope and returns the `DeferredCallback`; `forget(name)`
+ * removes the record; `waitUntil()` is still tracked by `drain()`. Throws
+ * `ERR_DEFER_FAKE_ACTIVE` while another fake is active.
  *
  * @example
  * ```ts
  * import { fakeDefer } from 'request-defer/testing';
  *
  * const fake = fakeDefer();
- * await signUp({ email: 'ada@example.com' });
+ * await signUp('ada@example.com');
  * fake.assertDeferred('welcome-mail');
  * await fake.runAll({ statusCode: 201 });
- * expect(mailer.sent).toHaveLength(1);
+ * expect(mailer.sent).toEqual(['ada@example.com']);
  * fake.restore();
  * ```
  */
 export function fakeDefer(): FakeDefer {
-  if (S.override?.kind === 'fake') {
-    throw new DeferError(
-      codes.ERR_DEFER_FAKE_ACTIVE,
-      'fakeDefer() was called while another fake is active. Call restore() on the first fake ' +
-        '(for example in afterEach) before creating a new one, or reuse it with clear().',
-    );
+  for (let o = S.override as Link | undefined; o !== undefined; o = o.previous as Link | undefined) {
+    if (o.kind === 'fake') {
+      throw new DeferError(
+        codes.ERR_DEFER_FAKE_ACTIVE,
+        'fakeDefer() was called while another fake is active (the fake is process-wide). Call restore() on the ' +
+          'first fake (for example in afterEach) before creating a new one, or reuse it with clear(). Tests that ' +
+          'run concurrently share one fake: see docs/testing.md.',
+      );
+    }
   }
-  const fake = new Fake(S.override);
-  S.override = fake;
+  const fake = new Fake();
+  install(fake);
   return fake;
 }
 
@@ -262,9 +455,10 @@ export function fakeDefer(): FakeDefer {
  * Makes every `defer()` in the process run its callback at once, inside
  * the `defer()` call (as Laravel's `withoutDefer()`), with outcome
  * `{ kind: 'scope', ok: true, aborted: false }`, no status check and no
- * scheduler limit. Timeouts apply, errors are reported as usual, and an
- * async callback's promise is tracked by `drain()`. Returns the function
- * that restores normal scheduling.
+ * scheduler limit. Timeouts apply, errors are reported as usual (the
+ * scope's `onError`, else `configureDefer`'s, else stderr), and an async
+ * callback's promise is tracked by `drain()`. Returns the function that
+ * restores normal scheduling (idempotent; also disposable with `using`).
  *
  * @example
  * ```ts
@@ -272,25 +466,26 @@ export function fakeDefer(): FakeDefer {
  * import { withoutDefer } from 'request-defer/testing';
  *
  * const restore = withoutDefer();
- * await signUp({ email: 'ada@example.com' }); // the welcome mail is sent inline
- * await drain();
+ * await signUp('ada@example.com'); // the welcome mail is sent inside defer()
+ * await drain();                   // and its promise has settled
  * restore();
  * ```
  */
-export function withoutDefer(): () => void {
-  const previous = S.override;
-  const override: Override = {
+export function withoutDefer(): (() => void) & Disposable {
+  let restored = false;
+  const link: Link = {
     kind: 'without',
-    defer: (fn, options) => runNow(S.als.getStore(), fn, options),
-    forget: (name) => {
-      const coll = S.als.getStore()?.scope.coll;
-      return coll === undefined ? false : forgetIn(coll, name);
-    },
+    previous: undefined,
+    defer: (fn, options) => (restored ? deferNormally(link.previous, fn, options) : runNow(S.als.getStore(), fn, options)),
+    forget: (name) => forgetNormally(restored ? link.previous : undefined, name),
   };
-  S.override = override;
-  return function restoreDefer(): void {
-    if (S.override === override) S.override = previous;
+  install(link);
+  const restore = function restoreDefer(): void {
+    if (restored) return;
+    restored = true;
+    unlink(link);
   };
+  return Object.assign(restore, { [Symbol.dispose]: restore });
 }
 
 export type { DeferredCallback, Outcome };

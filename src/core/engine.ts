@@ -61,10 +61,10 @@ export class DeferredCallback {
   readonly options: Readonly<DeferOptions>;
   /** @internal */ readonly timeout: number | undefined;
   /** @internal */ readonly generation: number;
-  /** @internal */ readonly childGen: number;
   /** @internal */ state = PENDING;
   /** @internal */ hasSlot = false;
-  /** @internal */ resource: AsyncResource | undefined;
+  /** The async context of the defer() call, restored to run the callback. @internal */
+  resource: AsyncResource | undefined = undefined;
   /** @internal */ timer: unknown = undefined;
   /** @internal */ context: Context | undefined = undefined;
   /** @internal */ reason: DeferError | undefined = undefined;
@@ -78,7 +78,6 @@ export class DeferredCallback {
     scope: Scope,
     options: DeferOptions | undefined,
     generation: number,
-    captureContext: boolean,
   ) {
     this.fn = fn;
     this.scope = scope;
@@ -88,8 +87,6 @@ export class DeferredCallback {
     this.alwaysFlag = options?.always === true;
     this.timeout = options?.timeout;
     this.generation = generation;
-    this.childGen = generation + 1;
-    this.resource = captureContext ? new AsyncResource('request-defer') : undefined;
   }
 
   /**
@@ -230,9 +227,10 @@ interface TraceMessage {
  */
 export class Scope {
   readonly scope: Scope;
-  readonly childGen: number;
-  /** The callback running when this scope opened (withDefer inside a callback). */
-  readonly parentRun: DeferredCallback | undefined;
+  /** Generation of callbacks registered while the scope is open. */
+  readonly base: number;
+  /** The scope whose running callback opened this one (withDefer inside a callback). */
+  readonly parentScope: Scope | undefined;
   readonly opts: ScopeOptions;
   readonly res: ServerResponse | undefined;
   /** Registered callbacks in order (created by the first defer()); the collection's storage. */
@@ -252,6 +250,10 @@ export class Scope {
   active = 0;
   /** Tracked callbacks of this scope (registered, not settled or removed). */
   pending = 0;
+  /** Callbacks of this scope running now. */
+  running = 0;
+  /** Frames for nested generations, made on first use. */
+  frames: GenFrame[] | undefined = undefined;
   looping = false;
   scheduled = false;
   yielding = false;
@@ -265,11 +267,59 @@ export class Scope {
     this.scope = this;
     this.opts = opts;
     this.res = res;
-    // A frame that is not its own scope is a running callback.
-    const parentRun = parent !== undefined && parent.scope !== parent ? (parent as DeferredCallback) : undefined;
-    this.parentRun = parentRun;
-    this.childGen = parentRun === undefined ? 0 : parentRun.childGen;
+    this.base = parent === undefined ? 0 : parent.childGen;
+    // Opened from code running in a callback of another scope (see inheritsSlot()).
+    this.parentScope = parent !== undefined && insideCallback(parent) ? parent.scope : undefined;
   }
+
+  /**
+   * The generation a defer() made with this scope as the current frame
+   * gets: `base` while the scope is open (the handler's own code), one more
+   * once its invocation started (code of its generation-`base` callbacks,
+   * which run with the scope itself as their frame).
+   */
+  get childGen(): number {
+    return this.phase === OPEN ? this.base : this.base + 1;
+  }
+}
+
+/**
+ * The async-context frame of callbacks of generation `childGen - 1` (> base)
+ * of a scope. Callbacks of the scope's base generation run with the scope
+ * itself as their frame, so the common case needs no frame of its own (no
+ * `AsyncLocalStorage.run()` per callback).
+ * @internal
+ */
+export class GenFrame {
+  readonly scope: Scope;
+  readonly childGen: number;
+  constructor(scope: Scope, childGen: number) {
+    this.scope = scope;
+    this.childGen = childGen;
+  }
+}
+
+function insideCallback(frame: Frame): boolean {
+  return frame instanceof GenFrame || frame.phase !== OPEN;
+}
+
+function genFrame(scope: Scope, childGen: number): GenFrame {
+  const frames = (scope.frames ??= []);
+  return (frames[childGen] ??= new GenFrame(scope, childGen));
+}
+
+function captureResource(): AsyncResource {
+  return new AsyncResource('request-defer');
+}
+
+/**
+ * Captures the async context of the defer() call for a callback of
+ * generation `generation`, registered from `frame`.
+ */
+function capture(frame: Frame, generation: number): AsyncResource {
+  // Registered while its scope is open: it will run with the scope as its frame.
+  if (frame instanceof Scope && frame.phase === OPEN) return captureResource();
+  return S.als.run(genFrame(frame.scope, generation + 1), captureResource);
 }
 
 // ---------------------------------------------------------------------------
@@ -283,10 +333,9 @@ export class Scope {
  */
 export function register(frame: Frame, fn: (context: DeferContext) => unknown, options: DeferOptions | undefined): DeferredCallback {
   const scope = frame.scope;
-  const cb = new DeferredCallback(fn, scope, options, frame.childGen, true);
+  const cb = new DeferredCallback(fn, scope, options, frame.childGen);
   if (cb.generation > S.config.maxNestingDepth) {
     cb.state = REMOVED;
-    cb.resource = undefined;
     S.stats.dropped++;
     report(
       scope,
@@ -301,6 +350,7 @@ export function register(frame: Frame, fn: (context: DeferContext) => unknown, o
     );
     return cb;
   }
+  cb.resource = capture(frame, cb.generation);
   if (cb.explicitName !== undefined) replaceNamed(scope, cb);
   (scope.items ??= []).push(cb);
   scope.count++;
@@ -561,7 +611,7 @@ function resumeScope(scope: Scope): void {
 
 /** Does this scope run its callbacks in a running parent's slot? */
 function inheritsSlot(scope: Scope): boolean {
-  return scope.parentRun !== undefined && scope.parentRun.state === RUNNING;
+  return scope.parentScope !== undefined && scope.parentScope.running > 0;
 }
 
 /**
@@ -584,8 +634,7 @@ function pump(scope: Scope): void {
       }
     }
     if (cb === undefined) break;
-    const ran = ++scope.ran;
-    if (ran >= YIELD_EVERY || ((ran & 7) === 0 && sliceExpired(scope))) {
+    if (++scope.ran >= YIELD_EVERY || sliceExpired(scope)) {
       scope.cursor--;
       scope.yielding = true;
       S.timers.setImmediate(resumeScope, scope);
@@ -689,8 +738,7 @@ export function dispatch(): void {
     queue[S.qHead++] = undefined;
     if (cb.state !== QUEUED) continue;
     S.queued--;
-    const n = ++S.slice;
-    if (n >= YIELD_EVERY || ((n & 7) === 0 && dispatchSliceExpired())) {
+    if (++S.slice >= YIELD_EVERY || dispatchSliceExpired()) {
       queue[--S.qHead] = cb;
       S.queued++;
       S.yielding = true;
@@ -741,16 +789,13 @@ function start(cb: DeferredCallback, hasSlot: boolean): void {
   scope.count--;
   if (cb.explicitName !== undefined && scope.named?.get(cb.explicitName) === cb) scope.named.delete(cb.explicitName);
   S.running++;
+  scope.running++;
   const timeout = cb.timeout ?? scope.opts.timeout;
   if (timeout !== undefined) cb.timer = S.timers.setTimeout(onTimeout, timeout, cb);
   const resource = cb.resource;
   cb.resource = undefined;
-  if (resource === undefined) enter(cb);
-  else resource.runInAsyncScope(enter, undefined, cb);
-}
-
-function enter(cb: DeferredCallback): void {
-  S.als.run(cb, invoke, cb);
+  if (resource === undefined) S.als.run(genFrame(scope, cb.generation + 1), invoke, cb);
+  else resource.runInAsyncScope(invoke, undefined, cb);
 }
 
 function invoke(cb: DeferredCallback): void {
@@ -787,6 +832,11 @@ function invoke(cb: DeferredCallback): void {
       return;
     }
   }
+  if (result instanceof Promise) {
+    // One promise per async callback, no closures (V8 awaits native promises without extra ticks).
+    void settleWhenDone(cb, result);
+    return;
+  }
   if (result !== null && (typeof result === 'object' || typeof result === 'function')) {
     let then: unknown;
     try {
@@ -803,6 +853,16 @@ function invoke(cb: DeferredCallback): void {
       settle(cb, FAILED, error);
       return;
     }
+  }
+  settle(cb, OK, undefined);
+}
+
+async function settleWhenDone(cb: DeferredCallback, result: Promise<unknown>): Promise<void> {
+  try {
+    await result;
+  } catch (error) {
+    settle(cb, FAILED, error);
+    return;
   }
   settle(cb, OK, undefined);
 }
@@ -849,6 +909,7 @@ function settle(cb: DeferredCallback, kind: number, error: unknown): void {
     cb.timer = undefined;
   }
   S.running--;
+  scope.running--;
   if (kind === OK) {
     S.stats.completed++;
   } else {
@@ -891,7 +952,7 @@ export function runNow(frame: Frame | undefined, fn: (context: DeferContext) => 
   const scope = new Scope(opts, frame, undefined);
   scope.outcome = SCOPE_OK;
   scope.verdict = 1;
-  const cb = new DeferredCallback(fn, scope, options, frame === undefined ? 0 : frame.childGen, false);
+  const cb = new DeferredCallback(fn, scope, options, frame === undefined ? 0 : frame.childGen);
   if (cb.generation > S.config.maxNestingDepth) {
     cb.state = REMOVED;
     S.stats.dropped++;

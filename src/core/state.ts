@@ -2,15 +2,18 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { performance } from 'node:perf_hooks';
 import { codes, DeferError } from '../errors.js';
 import type { DeferContext, DeferErrorHandler, DeferOptions } from '../types.js';
-import type { DeferredCallback, Scope } from './engine.js';
+import type { DeferredCallback, GenFrame, Scope } from './engine.js';
 
 /** Bumped whenever the shape of {@link State} changes incompatibly. */
 export const PROTOCOL_VERSION = 1;
 
 const KEY = Symbol.for('request-defer');
 
-/** What the async context holds: a scope, or the deferred callback running in it. */
-export type Frame = Scope | DeferredCallback;
+/**
+ * What the async context holds: a scope (its own code, and its callbacks of
+ * the first generation), or the frame of a nested generation of a scope.
+ */
+export type Frame = Scope | GenFrame;
 
 /**
  * The clock and timers the core uses. Injectable (tests, simulations); by
