@@ -18,6 +18,7 @@ import {
   unhookExit,
   untrackWait,
   whenDone,
+  whenOffered,
 } from './core/engine.js';
 import { DEFAULT_CONFIG, type Drainer, type Frame, S, type Wait } from './core/state.js';
 import { parseConfig, parseDeferOptions, parseDrainOptions, parseScopeOptions } from './options.js';
@@ -146,11 +147,11 @@ async function runScope<T>(scope: Scope, fn: () => T | PromiseLike<T>, wait: boo
     value = await S.als.run(scope, fn);
   } catch (error) {
     decide(scope, Object.freeze({ kind: 'scope', ok: false, aborted: false, error }));
-    if (wait) await whenDone(scope);
+    await (wait ? whenDone(scope) : whenOffered(scope));
     throw error;
   }
   decide(scope, SCOPE_OK);
-  if (wait) await whenDone(scope);
+  await (wait ? whenDone(scope) : whenOffered(scope));
   return value;
 }
 

@@ -1,6 +1,6 @@
 /** withDefer(): scopes without HTTP (CLI commands, jobs, cron ticks, tests). */
 import { afterEach, describe, expect, it } from 'vitest';
-import { currentCollection, defer, DeferError, drain, withDefer, type Outcome } from '../src/index.js';
+import { configureDefer, currentCollection, defer, deferStats, DeferError, drain, withDefer, type Outcome } from '../src/index.js';
 import { gate } from './support/client.js';
 
 afterEach(async () => {
@@ -162,5 +162,23 @@ describe('withDefer()', () => {
     expect(started).toEqual([1, 2, 3]);
     release.open();
     await done;
+  });
+
+  it('without await, settles once every callback is handed over, even when the invocation yields', async () => {
+    configureDefer({ concurrency: 1 });
+    const hold = gate();
+    try {
+      await withDefer(
+        () => {
+          for (let i = 0; i < 1500; i++) defer(() => hold.promise);
+        },
+        { mode: 'parallel' },
+      );
+      expect(deferStats()).toMatchObject({ running: 1, queued: 1499 });
+    } finally {
+      hold.open();
+      await drain();
+      configureDefer({ concurrency: undefined });
+    }
   });
 });

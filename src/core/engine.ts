@@ -260,6 +260,8 @@ export class Scope {
   ran = 0;
   sliceStart = 0;
   waiters: (() => void)[] | undefined = undefined;
+  /** Resolved when an invocation that yielded has offered what it could (withDefer without await). */
+  offerWaiters: (() => void)[] | undefined = undefined;
   livePrev: Scope | undefined = undefined;
   liveNext: Scope | undefined = undefined;
 
@@ -644,7 +646,13 @@ function pump(scope: Scope): void {
     else skip(cb);
   }
   scope.looping = false;
-  if (scope.active === 0 && !scope.yielding && scope.cursor >= scope.items!.length) complete(scope);
+  if (scope.yielding) return;
+  const offerWaiters = scope.offerWaiters;
+  if (offerWaiters !== undefined) {
+    scope.offerWaiters = undefined;
+    for (const resolve of offerWaiters) resolve();
+  }
+  if (scope.active === 0 && scope.cursor >= scope.items!.length) complete(scope);
 }
 
 function sliceExpired(scope: Scope): boolean {
@@ -669,6 +677,16 @@ function complete(scope: Scope): void {
     scope.waiters = undefined;
     for (const resolve of waiters) resolve();
   }
+}
+
+/**
+ * Resolves once the scope's callbacks have been handed to the scheduler: at
+ * once, unless the invocation yielded to the event loop while offering them.
+ * @internal
+ */
+export function whenOffered(scope: Scope): Promise<void> | undefined {
+  if (!scope.yielding) return undefined;
+  return new Promise((resolve) => (scope.offerWaiters ??= []).push(resolve));
 }
 
 /** Resolves once the scope's invocation has completed. @internal */
