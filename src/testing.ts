@@ -94,8 +94,8 @@ function deferNormally(previous: Override | undefined, fn: (context: DeferContex
 
 function forgetNormally(previous: Override | undefined, name: string): boolean {
   if (previous !== undefined) return previous.forget(name);
-  const coll = S.als.getStore()?.scope.coll;
-  return coll === undefined ? false : forgetIn(coll, name);
+  const scope = S.als.getStore()?.scope;
+  return scope === undefined ? false : forgetIn(scope, name);
 }
 
 /** One recorded `defer()` call. */
@@ -132,7 +132,7 @@ class Fake implements FakeDefer, Link {
     const run = running?.getStore();
     const frame = S.als.getStore();
     const generation = run === undefined ? (frame?.childGen ?? 0) : run.generation + 1;
-    const cb = new DeferredCallback(fn, this.holder, options, generation, false);
+    const cb = new DeferredCallback(fn, this.holder, options, generation);
     if (run !== undefined && generation > S.config.maxNestingDepth) {
       // As in production the call does not throw; the run that caused it rejects.
       run.errors.push(
@@ -230,7 +230,7 @@ class Fake implements FakeDefer, Link {
             errors.push(error);
           }
         }
-        
+        judged.set(r.scope, ok);
       }
       return ok;
     };
