@@ -72,7 +72,7 @@ describe('public types', () => {
 
   it('testing and bullmq entries', () => {
     expectTypeOf(fakeDefer).returns.toEqualTypeOf<FakeDefer>();
-    expectTypeOf(withoutDefer).returns.toEqualTypeOf<() => void>();
+    expectTypeOf(withoutDefer).returns.toEqualTypeOf<(() => void) & Disposable>();
     expectTypeOf(deferDispatch).returns.toEqualTypeOf<DeferredCallback>();
   });
 

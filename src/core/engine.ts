@@ -336,22 +336,7 @@ function capture(frame: Frame, generation: number): AsyncResource {
 export function register(frame: Frame, fn: (context: DeferContext) => unknown, options: DeferOptions | undefined): DeferredCallback {
   const scope = frame.scope;
   const cb = new DeferredCallback(fn, scope, options, frame.childGen);
-  if (cb.generation > S.config.maxNestingDepth) {
-    cb.state = REMOVED;
-    S.stats.dropped++;
-    report(
-      scope,
-      new DeferError(
-        codes.ERR_DEFER_OVERFLOW,
-        `Deferred callback "${cb.name}" was refused: it would be generation ${cb.generation} of nested defer() ` +
-          `calls, above maxNestingDepth (${S.config.maxNestingDepth}). A callback that defers itself ` +
-          `forever is a loop; raise maxNestingDepth with configureDefer() if the depth is intended.`,
-      ),
-      'overflow',
-      cb.name,
-    );
-    return cb;
-  }
+  if (tooDeep(cb)) return cb;
   cb.resource = capture(frame, cb.generation);
   if (cb.explicitName !== undefined) replaceNamed(scope, cb);
   (scope.items ??= []).push(cb);
@@ -359,6 +344,25 @@ export function register(frame: Frame, fn: (context: DeferContext) => unknown, o
   track(scope);
   if (scope.phase !== OPEN) schedulePump(scope);
   return cb;
+}
+
+/** Refuses (and reports) a callback whose generation is above maxNestingDepth. */
+function tooDeep(cb: DeferredCallback): boolean {
+  if (cb.generation <= S.config.maxNestingDepth) return false;
+  cb.state = REMOVED;
+  S.stats.dropped++;
+  report(
+    cb.scope,
+    new DeferError(
+      codes.ERR_DEFER_OVERFLOW,
+      `Deferred callback "${cb.name}" was refused: it would be generation ${cb.generation} of nested defer() ` +
+        `calls, above maxNestingDepth (${S.config.maxNestingDepth}). A callback that defers itself ` +
+        `forever is a loop; raise maxNestingDepth with configureDefer() if the depth is intended.`,
+    ),
+    'overflow',
+    cb.name,
+  );
+  return true;
 }
 
 function replaceNamed(scope: Scope, cb: DeferredCallback): void {
@@ -971,21 +975,7 @@ export function runNow(frame: Frame | undefined, fn: (context: DeferContext) => 
   scope.outcome = SCOPE_OK;
   scope.verdict = 1;
   const cb = new DeferredCallback(fn, scope, options, frame === undefined ? 0 : frame.childGen);
-  if (cb.generation > S.config.maxNestingDepth) {
-    cb.state = REMOVED;
-    S.stats.dropped++;
-    report(
-      scope,
-      new DeferError(
-        codes.ERR_DEFER_OVERFLOW,
-        `Deferred callback "${cb.name}" was refused: generation ${cb.generation} of nested defer() calls is above ` +
-          `maxNestingDepth (${S.config.maxNestingDepth}).`,
-      ),
-      'overflow',
-      cb.name,
-    );
-    return cb;
-  }
+  if (tooDeep(cb)) return cb;
   scope.items = [cb];
   scope.count = 1;
   scope.cursor = 1;
