@@ -1,0 +1,159 @@
+// Child-process servers and the autocannon driver.
+import { spawn } from 'node:child_process';
+import { request } from 'node:http';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+
+const SERVER = fileURLToPath(new URL('../server.mjs', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/**
+ * Starts bench/server.mjs with `config` under `node` (a binary path) and
+ * resolves once it listens. `execArgv` are extra Node flags.
+ */
+export function startServer(node, execArgv, config) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(node, [...execArgv, SERVER, JSON.stringify(config)], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NODE_ENV: 'production' },
+    });
+    let out = '';
+    let err = '';
+    let settled = false;
+    const fail = (why) => {
+      if (settled) return;
+      settled = true;
+      child.kill('SIGKILL');
+      reject(new Error(`server ${JSON.stringify(config)} on ${node}: ${why}\n${err}`));
+    };
+    const timer = setTimeout(() => fail('did not listen within 15 s'), 15_000);
+    child.stdout.on('data', (chunk) => {
+      out += chunk;
+      const m = /LISTENING (\d+)/.exec(out);
+      if (m && !settled) {
+        settled = true;
+        clearTimeout(timer);
+        resolve({
+          port: Number(m[1]),
+          child,
+          stderr: () => err,
+          stop: () => stopChild(child),
+        });
+      }
+    });
+    child.stderr.on('data', (chunk) => {
+      err += chunk;
+      if (err.length > 20_000) err = err.slice(-20_000);
+    });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      fail(`exited early (code ${code}, signal ${signal})`);
+    });
+  });
+}
+
+function stopChild(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve();
+      return;
+    }
+    const kill = setTimeout(() => child.kill('SIGKILL'), 3000);
+    child.once('exit', () => {
+      clearTimeout(kill);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+/** GET a control route of a bench server; resolves to its JSON body. */
+export function getJSON(port, path, timeoutMs = 60_000) {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, agent: false, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (body += c));
+      res.on('end', () => {
+        try {
+          resolve(JSON.parse(body));
+        } catch {
+          reject(new Error(`${path}: not JSON (${res.statusCode}): ${body.slice(0, 200)}`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`${path}: timed out`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The p-th percentile (0..100) of sorted samples, nearest rank. */
+export function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
+}
+
+/**
+ * Drives 127.0.0.1:port/path with autocannon. Latencies are recorded from
+ * autocannon's per-response event at full precision (its own histogram
+ * rounds to whole milliseconds). `rate` (req/s over all connections) makes
+ * it an open-loop-ish fixed-rate run (`-R`).
+ */
+export function load({ port, path = '/', duration, connections = 50, rate }) {
+  return new Promise((resolve, reject) => {
+    let samples = new Float64Array(1 << 16);
+    let n = 0;
+    const started = performance.now();
+    const opts = { url: `http://127.0.0.1:${port}${path}`, connections, duration, sampleInt: 100 };
+    if (rate !== undefined) opts.overallRate = rate;
+    const instance = autocannon(opts, (error, result) => {
+      if (error) {
+        reject(error);
+        return;
+      }
+      const seconds = (performance.now() - started) / 1000;
+      const sorted = samples.subarray(0, n).sort();
+      resolve({
+        requests: n,
+        rps: n / seconds,
+        p50: percentile(sorted, 50),
+        p99: percentile(sorted, 99),
+        errors: result.errors + result.timeouts,
+        non2xx: result.non2xx,
+        samples: sorted,
+      });
+    });
+    instance.on('response', (_client, statusCode, _bytes, ms) => {
+      if (statusCode < 200 || statusCode >= 300) return;
+      if (n === samples.length) {
+        const bigger = new Float64Array(samples.length * 2);
+        bigger.set(samples);
+        samples = bigger;
+      }
+      samples[n++] = ms;
+    });
+  });
+}
+
+/** All samples of several runs, sorted (pooled percentiles). */
+export function pool(runs) {
+  const all = new Float64Array(runs.reduce((n, r) => n + r.samples.length, 0));
+  let at = 0;
+  for (const r of runs) {
+    all.set(r.samples, at);
+    at += r.samples.length;
+  }
+  return all.sort();
+}
+
+export const median = (xs) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+};
+
+export const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));

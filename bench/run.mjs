@@ -1,0 +1,523 @@
+#!/usr/bin/env node
+// npm run bench [-- --quick] [-- --node 20,22,24,26] [-- --only throughput,latency,...] [-- --profile]
+//
+// Side-by-side benchmarks of request-defer (the BUILT package in dist/)
+// against a bare app, the floor of its design, a hand-rolled on-finished
+// baseline and @poppinss/defer, on every supported Node version. See
+// docs/benchmarks.md for the method and how to read the output.
+//
+// Exit status: 0 when the harness ran (missed performance targets are
+// printed as MISSED lines but never fail the run), 1 when the harness
+// itself broke (a server would not start, a child crashed, requests failed).
+import { execFileSync, spawn } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { getJSON, load, median, pause, percentile, pool, startServer } from './lib/load.mjs';
+import { nodeVersion, resolveNode } from './lib/nodes.mjs';
+import { evaluateTargets, renderMarkdown, renderSvg, renderText } from './lib/report.mjs';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const BENCH = join(ROOT, 'bench');
+const T0 = performance.now();
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    node: { type: 'string' },
+    only: { type: 'string' },
+    out: { type: 'string' },
+    profile: { type: 'boolean', default: false },
+    build: { type: 'boolean', default: false },
+    render: { type: 'string' },
+    variants: { type: 'string' },
+    rounds: { type: 'string' },
+    duration: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+if (args.help) {
+  process.stdout.write(`npm run bench -- [--quick] [--node 20,22,24,26] [--only suites] [--out dir] [--profile]
+  --quick    one Node (the one running this script), short rounds, < 60 s; writes to bench/.raw/quick/
+  --node     Node majors to measure (default 20,22,24,26; with --quick the current one)
+  --only     comma list of suites: throughput,latency,overload,micro,memory,promises
+  --out      output directory (default bench/ for a full run)
+  --build    run npm run build first when dist/ is older than src/ (default: warn only,
+             since the working tree is shared and src/ may be mid-edit; a missing dist/ is always built)
+  --render F re-render the tables, results.md and chart.svg from a saved results.json (no measuring)
+  --profile  run the throughput servers with --cpu-prof into bench/.raw/profiles/
+             (summarise one with: node bench/profile-summary.mjs FILE.cpuprofile)
+  --variants throughput variants to run (default all: ${['bare', 'floor', 'hand', 'rd', 'rd-idle', 'poppinss'].join(',')})
+  --rounds N, --duration S   override the throughput rounds and seconds per round (A/B runs)
+`);
+  process.exit(0);
+}
+
+const QUICK = args.quick;
+const SUITES = ['throughput', 'latency', 'overload', 'micro', 'memory', 'promises'];
+const only = args.only ? args.only.split(',').map((s) => s.trim()) : SUITES;
+for (const s of only) if (!SUITES.includes(s)) fail(`unknown suite "${s}" (known: ${SUITES.join(', ')})`);
+const majors = args.node
+  ? args.node.split(',').map((s) => s.trim())
+  : QUICK
+    ? [process.versions.node.split('.')[0]]
+    : ['20', '22', '24', '26'];
+const OUT = args.out ? join(process.cwd(), args.out) : QUICK ? join(BENCH, '.raw', 'quick') : BENCH;
+const RAW = join(BENCH, '.raw');
+const PROFILES = join(RAW, 'profiles');
+
+/** Durations in seconds. The full plan fits in < 10 minutes on 2 cores for 4 Node versions. */
+const PLAN = QUICK
+  ? {
+      connections: 50,
+      throughput: { rounds: 1, warm: 0.3, duration: 0.6 },
+      latency: { rounds: 1, warm: 0.3, duration: 0.8, rate: 500 },
+      overload: { warm: 0.3, duration: 1, rate: 2000, concurrency: 4, maxQueued: 200 },
+      memory: { scopes: 10_000 },
+    }
+  : {
+      connections: 50,
+      throughput: { rounds: 3, warm: 0.5, duration: 1.25 },
+      latency: { rounds: 3, warm: 0.4, duration: 1.2, rate: 1000 },
+      overload: { warm: 0.5, duration: 3, rate: 2000, concurrency: 4, maxQueued: 200 },
+      memory: { scopes: 100_000 },
+    };
+if (args.rounds) PLAN.throughput.rounds = Number(args.rounds);
+if (args.duration) PLAN.throughput.duration = Number(args.duration);
+const FRAMEWORKS = ['express', 'koa'];
+const ALL_VARIANTS = ['bare', 'floor', 'hand', 'rd', 'rd-idle', 'poppinss'];
+const VARIANTS = args.variants ? args.variants.split(',').map((s) => s.trim()) : ALL_VARIANTS;
+for (const v of VARIANTS) if (!ALL_VARIANTS.includes(v)) fail(`unknown variant "${v}" (known: ${ALL_VARIANTS.join(', ')})`);
+const ACF = '--experimental-async-context-frame';
+
+const problems = []; // harness problems: any makes the exit status 1
+
+function log(msg) {
+  const t = ((performance.now() - T0) / 1000).toFixed(1).padStart(6);
+  process.stderr.write(`[${t}s] ${msg}\n`);
+}
+function fail(msg) {
+  process.stderr.write(`bench: ${msg}\n`);
+  process.exit(1);
+}
+
+// ---------------------------------------------------------------------------
+// Build: the bench measures dist/, so rebuild it when src/ is newer.
+
+function newestMtime(dir) {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
+  }
+  return newest;
+}
+/** Returns a note for the results when dist/ was built or is stale. */
+async function ensureBuilt() {
+  const dist = join(ROOT, 'dist', 'index.js');
+  // Someone else's `npm run build` empties dist/ for a few seconds: wait for it.
+  for (let i = 0; i < 60 && !existsSync(dist); i++) {
+    if (i === 0) log('dist/ is missing: waiting up to 60 s for a build in progress');
+    await pause(1000);
+  }
+  const missing = !existsSync(dist);
+  const stale = !missing && newestMtime(join(ROOT, 'src')) > statSync(dist).mtimeMs;
+  if (missing || (stale && args.build)) {
+    log(`dist/ is ${missing ? 'missing' : 'older than src/'}: npm run build`);
+    execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+    return 'dist/ rebuilt first';
+  }
+  if (stale) {
+    log('WARNING: dist/ is older than src/: measuring the last build (npm run build, or pass --build)');
+    return 'dist/ was older than src/ (measured the last build)';
+  }
+  return undefined;
+}
+
+/**
+ * Copies dist/ to bench/.raw/dist-snapshot/ and points every child at it
+ * (REQUEST_DEFER_BENCH_DIST), so a rebuild in the shared tree mid-run
+ * changes nothing. Its bare imports (zod) still resolve from the project's
+ * node_modules.
+ */
+function snapshotDist() {
+  const target = join(RAW, 'dist-snapshot');
+  rmSync(target, { recursive: true, force: true });
+  mkdirSync(RAW, { recursive: true });
+  cpSync(join(ROOT, 'dist'), target, { recursive: true });
+  execFileSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(join(target, 'index.js'))}); await import(${JSON.stringify(join(target, 'express.js'))}); await import(${JSON.stringify(join(target, 'koa.js'))}); await import(${JSON.stringify(join(target, 'node.js'))});`], { stdio: ['ignore', 'ignore', 'inherit'] });
+  process.env.REQUEST_DEFER_BENCH_DIST = target;
+  return target;
+}
+
+// ---------------------------------------------------------------------------
+// Child scripts (micro, memory, promises) print `RESULT <json>`.
+
+function runChild(node, execArgv, script, arg, timeoutMs = 180_000) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(node, [...execArgv, join(BENCH, script), JSON.stringify(arg ?? {})], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.stderr.on('data', (c) => {
+      err += c;
+      if (err.length > 20_000) err = err.slice(-20_000);
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+      if (code !== 0 || line === undefined) {
+        reject(new Error(`${script} on ${node} exited with ${code ?? signal}\n${err.slice(-3000)}`));
+        return;
+      }
+      resolve(JSON.parse(line.slice('RESULT '.length)));
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------
+// HTTP suites
+
+const rotate = (xs, k) => xs.map((_, i) => xs[(i + k) % xs.length]);
+
+function checkRun(label, r) {
+  if (r.errors > 0 || r.non2xx > 0 || r.requests === 0) {
+    problems.push(`${label}: ${r.requests} responses, ${r.errors} errors, ${r.non2xx} non-2xx`);
+  }
+}
+
+function serverFlags(execArgv, variant, tag) {
+  if (!args.profile) return execArgv;
+  mkdirSync(PROFILES, { recursive: true });
+  return [...execArgv, '--cpu-prof', `--cpu-prof-dir=${PROFILES}`, `--cpu-prof-name=${tag}-${variant}.cpuprofile`];
+}
+
+/** Per-round ratios a/b (same round, so drift hits both), then their median. */
+function ratio(runs, a, b, key = 'rps') {
+  if (runs[a] === undefined || runs[b] === undefined) return NaN;
+  const xs = runs[a].map((r, i) => r[key] / runs[b][i][key]);
+  return median(xs);
+}
+
+/** Starts servers a few at a time (startup is CPU-bound: imports). */
+async function startAll(specs) {
+  const started = new Array(specs.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < specs.length) {
+      const i = next++;
+      const { node, execArgv, config } = specs[i];
+      started[i] = await startServer(node, execArgv, config);
+    }
+  };
+  const results = await Promise.allSettled([worker(), worker(), worker()]);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(started.filter(Boolean).map((s) => s.stop()));
+    throw failed.reason;
+  }
+  return started;
+}
+
+function throughputSpecs(label, node, execArgv, framework) {
+  const tag = `${label}-${framework}`;
+  return VARIANTS.map((variant) => ({
+    key: `throughput:${framework}:${variant}`,
+    node,
+    execArgv: serverFlags(execArgv, variant, tag),
+    config: { framework, suite: 'throughput', variant },
+  }));
+}
+
+async function throughputSuite(label, framework, servers) {
+  const { rounds, warm, duration } = PLAN.throughput;
+  for (const variant of VARIANTS) await load({ port: servers[variant].port, duration: warm, connections: PLAN.connections });
+  const runs = Object.fromEntries(VARIANTS.map((v) => [v, []]));
+  for (let round = 0; round < rounds; round++) {
+    log(`  ${label} ${framework} throughput round ${round + 1}/${rounds}`);
+    for (const variant of rotate(VARIANTS, round)) {
+      const { port } = servers[variant];
+      const cpu0 = await getJSON(port, '/__cpu');
+      const r = await load({ port, duration, connections: PLAN.connections });
+      const cpu1 = await getJSON(port, '/__cpu');
+      r.cpuUs = (cpu1.us - cpu0.us) / r.requests; // server CPU µs per request
+      r.cpuRps = 1e6 / r.cpuUs; // req/s one fully available core would serve
+      checkRun(`${label} ${framework} ${variant}`, r);
+      delete r.samples;
+      runs[variant].push(r);
+    }
+  }
+  const variants = {};
+  for (const v of VARIANTS) {
+    variants[v] = {
+      rps: median(runs[v].map((r) => r.rps)),
+      p50: median(runs[v].map((r) => r.p50)),
+      p99: median(runs[v].map((r) => r.p99)),
+      rounds: runs[v].map((r) => Math.round(r.rps)),
+      vsBare: ratio(runs, v, 'bare'),
+      vsFloor: ratio(runs, v, 'floor'),
+      vsHand: ratio(runs, v, 'hand'),
+      cpuUs: median(runs[v].map((r) => r.cpuUs)),
+      cpuVsBare: ratio(runs, v, 'bare', 'cpuRps'),
+      cpuVsFloor: ratio(runs, v, 'floor', 'cpuRps'),
+      cpuVsHand: ratio(runs, v, 'hand', 'cpuRps'),
+    };
+  }
+  return { variants };
+}
+
+// concurrency raised so the deferred work never waits: at `rate` req/s with
+// 20 ms each, rate * 0.02 callbacks run at once.
+const latencySpec = (node, execArgv, framework) => ({
+  key: `latency:${framework}`,
+  node,
+  execArgv,
+  config: { framework, suite: 'latency', defer: { concurrency: 1000 } },
+});
+
+async function latencySuite(label, framework, server) {
+  const { rounds, warm, duration, rate } = PLAN.latency;
+  const routes = ['none', 'deferred', 'inline'];
+  for (const route of routes) await load({ port: server.port, path: `/${route}`, duration: warm, connections: PLAN.connections, rate });
+  const runs = Object.fromEntries(routes.map((r) => [r, []]));
+  for (let round = 0; round < rounds; round++) {
+    log(`  ${label} ${framework} latency round ${round + 1}/${rounds}`);
+    for (const route of rotate(routes, round)) {
+      const r = await load({ port: server.port, path: `/${route}`, duration, connections: PLAN.connections, rate });
+      checkRun(`${label} ${framework} latency /${route}`, r);
+      runs[route].push(r);
+    }
+  }
+  await getJSON(server.port, '/__drain');
+  const stats = await getJSON(server.port, '/__stats');
+  const out = { rate, routes: {}, dropped: stats.stats.dropped, errorsByPhase: stats.errorsByPhase };
+  // Percentiles over the responses of all rounds pooled: p99 of one short
+  // round rests on a dozen responses; pooled, on a few dozen.
+  const pooled = Object.fromEntries(routes.map((route) => [route, pool(runs[route])]));
+  for (const route of routes) {
+    out.routes[route] = {
+      rps: median(runs[route].map((r) => r.rps)),
+      responses: pooled[route].length,
+      p50: percentile(pooled[route], 50),
+      p99: percentile(pooled[route], 99),
+      p99VsNone: percentile(pooled[route], 99) / percentile(pooled.none, 99),
+      p99RoundRatios: runs[route].map((r, i) => +(r.p99 / runs.none[i].p99).toFixed(3)),
+    };
+  }
+  for (const route of routes) for (const r of runs[route]) delete r.samples;
+  return out;
+}
+
+const overloadSpec = (node, execArgv) => ({
+  key: 'overload',
+  node,
+  execArgv: [...execArgv, '--expose-gc'],
+  config: { framework: 'express', suite: 'overload', defer: { concurrency: PLAN.overload.concurrency, maxQueued: PLAN.overload.maxQueued } },
+});
+
+async function overloadSuite(label, server) {
+  const { warm, duration, rate, concurrency, maxQueued } = PLAN.overload;
+  await load({ port: server.port, path: '/none', duration: warm, connections: PLAN.connections });
+  const { heapUsed: baseline } = await getJSON(server.port, '/__heap');
+  await getJSON(server.port, '/__sample');
+  log(`  ${label} express overload: ${rate} req/s for ${duration} s, concurrency ${concurrency}, maxQueued ${maxQueued}`);
+  const r = await load({ port: server.port, path: '/deferred', duration, connections: PLAN.connections, rate });
+  checkRun(`${label} overload`, r);
+  delete r.samples;
+  const during = await getJSON(server.port, '/__stats');
+  const drained = await getJSON(server.port, '/__drain');
+  const capacity = concurrency / 0.02; // callbacks/s the scheduler can finish (20 ms each)
+  return {
+    rate,
+    concurrency,
+    maxQueued,
+    capacity,
+    overloadFactor: r.rps / capacity,
+    rps: r.rps,
+    p50: r.p50,
+    p99: r.p99,
+    requests: r.requests,
+    dropped: during.stats.dropped,
+    completedDuring: during.stats.completed,
+    overflowReports: during.errorsByPhase.overflow ?? 0,
+    peakQueued: during.peakQueued,
+    baseline,
+    peakHeap: during.peakHeap,
+    afterDrain: drained.heapUsed,
+    drainMs: drained.drainMs,
+    completedTotal: drained.stats.completed,
+  };
+}
+
+// ---------------------------------------------------------------------------
+
+async function measureNode(major) {
+  const node = resolveNode(major, log);
+  const version = nodeVersion(node);
+  log(`Node ${version} (${node})`);
+  const res = { major, version, execArgv: [] };
+  const step = async (suite, fn) => {
+    if (!only.includes(suite)) return;
+    try {
+      await fn();
+    } catch (error) {
+      problems.push(`Node ${major} ${suite}: ${error.stack ?? error}`);
+      log(`  ${suite} FAILED: ${error.message}`);
+    }
+  };
+  // Every server of this Node version starts up front (idle servers cost
+  // nothing; startup is slow on a loaded machine), and stops at the end.
+  const specs = [];
+  if (only.includes('throughput')) for (const fw of FRAMEWORKS) specs.push(...throughputSpecs(`N${major}`, node, [], fw));
+  if (only.includes('latency')) for (const fw of FRAMEWORKS) specs.push(latencySpec(node, [], fw));
+  if (only.includes('overload')) specs.push(overloadSpec(node, []));
+  let servers = [];
+  if (specs.length > 0) {
+    log(`  N${major}: starting ${specs.length} servers`);
+    try {
+      servers = await startAll(specs);
+    } catch (error) {
+      problems.push(`Node ${major} servers: ${error.stack ?? error}`);
+      return [res];
+    }
+  }
+  const byKey = Object.fromEntries(specs.map((spec, i) => [spec.key, servers[i]]));
+  const variantsOf = (fw) => Object.fromEntries(VARIANTS.map((v) => [v, byKey[`throughput:${fw}:${v}`]]));
+  try {
+    await step('throughput', async () => {
+      res.throughput = {};
+      for (const fw of FRAMEWORKS) res.throughput[fw] = await throughputSuite(`N${major}`, fw, variantsOf(fw));
+    });
+    await step('latency', async () => {
+      res.latency = {};
+      for (const fw of FRAMEWORKS) res.latency[fw] = await latencySuite(`N${major}`, fw, byKey[`latency:${fw}`]);
+    });
+    await step('overload', async () => {
+      res.overload = await overloadSuite(`N${major}`, byKey.overload);
+    });
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+  await step('micro', async () => {
+    log(`  N${major} micro-benchmarks`);
+    res.micro = await runChild(node, [], 'micro.mjs', { quick: QUICK });
+    await pause(100);
+  });
+  await step('memory', async () => {
+    log(`  N${major} memory: ${PLAN.memory.scopes} scopes`);
+    res.memory = await runChild(node, ['--expose-gc'], 'memory.mjs', { scopes: PLAN.memory.scopes });
+  });
+  await step('promises', async () => {
+    log(`  N${major} promises on the terminate path`);
+    res.promises = await runChild(node, [], 'promises.mjs', {});
+  });
+  const out = [res];
+  // Koa on Node 22 with AsyncContextFrame (the default from Node 24 on).
+  if (major === '22' && !QUICK && only.includes('throughput')) {
+    const acf = { major: '22acf', version: `${version} ${ACF}`, execArgv: [ACF], throughput: {} };
+    await step('throughput', async () => {
+      const acfSpecs = throughputSpecs('N22acf', node, [ACF], 'koa');
+      log(`  N22acf: starting ${acfSpecs.length} servers`);
+      const started = await startAll(acfSpecs);
+      try {
+        acf.throughput.koa = await throughputSuite('N22acf', 'koa', Object.fromEntries(VARIANTS.map((v, i) => [v, started[i]])));
+      } finally {
+        await Promise.all(started.map((s) => s.stop()));
+      }
+    });
+    out.push(acf);
+  }
+  return out;
+}
+
+function revision() {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
+    const built = new Date(statSync(join(ROOT, 'dist', 'index.js')).mtimeMs).toISOString();
+    return `${head}${dirty ? ' + uncommitted src/ changes' : ''}; dist/ built ${built}`;
+  } catch {
+    return 'unknown';
+  }
+}
+
+function machine() {
+  const cpus = os.cpus();
+  let nproc = os.availableParallelism?.() ?? cpus.length;
+  try {
+    nproc = Number(execFileSync('nproc', { encoding: 'utf8' }).trim());
+  } catch {
+    // no nproc: keep Node's count
+  }
+  return {
+    nproc,
+    cpu: cpus[0]?.model ?? 'unknown',
+    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    loadStart: os.loadavg().map((x) => +x.toFixed(2)),
+  };
+}
+
+async function main() {
+  if (args.render) {
+    const { readFileSync } = await import('node:fs');
+    const results = JSON.parse(readFileSync(args.render, 'utf8'));
+    results.targets = evaluateTargets(results);
+    process.stdout.write(renderText(results));
+    mkdirSync(OUT, { recursive: true });
+    writeFileSync(join(OUT, 'results.md'), renderMarkdown(results));
+    writeFileSync(join(OUT, 'chart.svg'), renderSvg(results));
+    return;
+  }
+  const buildNote = await ensureBuilt();
+  const revisionNote = revision();
+  snapshotDist();
+  const results = {
+    date: new Date().toISOString(),
+    quick: QUICK,
+    plan: PLAN,
+    buildNote,
+    revision: revisionNote,
+    machine: machine(),
+    runner: process.version,
+    nodes: [],
+  };
+  log(`request-defer bench (${QUICK ? 'quick' : 'full'}): Node ${majors.join(', ')}; suites ${only.join(', ')}`);
+  for (const major of majors) {
+    let node;
+    try {
+      node = await measureNode(major);
+    } catch (error) {
+      problems.push(`Node ${major}: ${error.stack ?? error}`);
+      continue;
+    }
+    results.nodes.push(...node);
+  }
+  results.machine.loadEnd = os.loadavg().map((x) => +x.toFixed(2));
+  results.elapsedSec = +((performance.now() - T0) / 1000).toFixed(1);
+  results.targets = evaluateTargets(results);
+  results.problems = problems;
+
+  process.stdout.write(renderText(results));
+  mkdirSync(OUT, { recursive: true });
+  mkdirSync(RAW, { recursive: true });
+  writeFileSync(join(OUT, 'results.md'), renderMarkdown(results));
+  writeFileSync(join(OUT, 'chart.svg'), renderSvg(results));
+  writeFileSync(join(QUICK ? OUT : RAW, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  log(`wrote ${join(OUT, 'results.md')} and ${join(OUT, 'chart.svg')} in ${results.elapsedSec} s`);
+  if (problems.length > 0) {
+    process.stderr.write(`\nbench: the harness had ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
+    process.exitCode = 1;
+  }
+}
+
+main().catch((error) => {
+  process.stderr.write(`bench: harness failure: ${error.stack ?? error}\n`);
+  process.exit(1);
+});
