@@ -255,7 +255,7 @@ function sections(results) {
   if (pRows.length > 0) {
     out.push({
       title: 'Promises created during a request\'s close handling (async_hooks PROMISE inits per request: sync callback / async no-op callback)',
-      note: 'The async column counts the callback\'s own promise and the one its settle handler chains; target is 0 for the sync column.',
+      note: 'The async column counts the callback\'s own promise plus those the library creates to settle it; target is 0 for the sync column.',
       head: ['node', 'request-defer/node', 'request-defer/express', 'request-defer/koa'],
       align: ['l'],
       rows: pRows,
