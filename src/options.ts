@@ -87,8 +87,34 @@ export function parseScopeOptions(value: unknown, api: string, allowAwait: boole
   });
 }
 
+/**
+ * defer()'s options sit on a hot path (one call per deferred callback), so
+ * the common, valid shapes are recognised by hand; anything else goes
+ * through the zod schema, which stays the single definition of validity and
+ * of the error message. The fast path accepts only what the schema accepts.
+ */
+function isPlainValidDeferOptions(value: unknown): value is DeferOptions {
+  if (typeof value !== 'object' || value === null || Object.getPrototypeOf(value) !== Object.prototype) return false;
+  for (const key in value) {
+    const v = (value as Record<string, unknown>)[key];
+    if (v === undefined) {
+      if (key !== 'name' && key !== 'always' && key !== 'timeout') return false;
+    } else if (key === 'name') {
+      if (typeof v !== 'string' || v.length === 0) return false;
+    } else if (key === 'always') {
+      if (typeof v !== 'boolean') return false;
+    } else if (key === 'timeout') {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0 || v > MAX_TIMER) return false;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 /** @internal */
 export function parseDeferOptions(value: unknown, api: string): DeferOptions {
+  if (isPlainValidDeferOptions(value)) return { ...value };
   return parse(
     deferSchema,
     value,

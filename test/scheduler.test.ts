@@ -195,3 +195,25 @@ describe('configureDefer() and deferStats()', () => {
     expect(Object.keys(deferStats()).sort()).toEqual(['abandoned', 'completed', 'dropped', 'failed', 'queued', 'running']);
   });
 });
+
+describe('dispatch under code that never yields', () => {
+  it('starts queued callbacks rather than refuse work while slots are idle', async () => {
+    const errors: unknown[] = [];
+    configureDefer({ concurrency: 1, maxQueued: 10, onError: (error) => errors.push(error) });
+    let ran = 0;
+    // One scope after another from a chain of microtasks only: setImmediate never gets a turn meanwhile,
+    // and the dispatch loop passes its 1 000-callback slice.
+    for (let i = 0; i < 3000; i++) {
+      await withDefer(
+        () => {
+          defer(async () => void ran++);
+          defer(async () => void ran++); // waits in the queue, started by the dispatch loop
+        },
+        { mode: 'parallel' },
+      );
+    }
+    await drain();
+    expect(errors).toEqual([]);
+    expect(ran).toBe(6000);
+  });
+});

@@ -56,20 +56,15 @@ export class DeferredCallback {
   /** @internal */ readonly fn: (context: DeferContext) => unknown;
   /** @internal */ readonly scope: Scope;
   /** @internal */ readonly id: number;
-  /** @internal */ readonly explicitName: string | undefined;
   /** The options given to `defer()` (`{}` when none were). */
   readonly options: Readonly<DeferOptions>;
-  /** @internal */ readonly timeout: number | undefined;
   /** @internal */ readonly generation: number;
   /** @internal */ state = PENDING;
   /** @internal */ hasSlot = false;
   /** The async context of the defer() call, restored to run the callback. @internal */
   resource: AsyncResource | undefined = undefined;
-  /** @internal */ timer: unknown = undefined;
-  /** @internal */ context: Context | undefined = undefined;
-  /** @internal */ reason: DeferError | undefined = undefined;
-  /** @internal */ trace: TraceMessage | undefined = undefined;
-  /** @internal */ generatedName: string | undefined = undefined;
+  /** What it was called with, while it runs (also holds its timer and trace). @internal */
+  context: Context | undefined = undefined;
   private alwaysFlag: boolean;
 
   /** @internal */
@@ -83,19 +78,26 @@ export class DeferredCallback {
     this.scope = scope;
     this.id = ++S.nextId;
     this.options = options ?? EMPTY_OPTIONS;
-    this.explicitName = options?.name;
     this.alwaysFlag = options?.always === true;
-    this.timeout = options?.timeout;
     this.generation = generation;
   }
 
+  /** The `name` option. @internal */
+  get explicitName(): string | undefined {
+    return this.options.name;
+  }
+
+  /** The `timeout` option. @internal */
+  get timeout(): number | undefined {
+    return this.options.timeout;
+  }
+
   /**
-   * The `name` option, else a name generated once and unique in the process
-   * (`sendMail#12`, from the function's own name when it has one).
+   * The `name` option, else a name unique in the process (`sendMail#12`,
+   * from the function's own name when it has one).
    */
   get name(): string {
-    if (this.explicitName !== undefined) return this.explicitName;
-    return (this.generatedName ??= `${this.fn.name || 'deferred'}#${this.id}`);
+    return this.options.name ?? `${this.fn.name || 'deferred'}#${this.id}`;
   }
 
   /** Whether the callback runs whatever the outcome. */
@@ -184,9 +186,12 @@ export function badName(api: string, name: unknown): DeferError {
 
 /** What a deferred callback receives. */
 class Context implements DeferContext {
-  private readonly cb: DeferredCallback;
-  private controller: AbortController | undefined = undefined;
   readonly outcome: Outcome;
+  /** @internal */ readonly cb: DeferredCallback;
+  /** @internal */ timer: unknown = undefined;
+  /** @internal */ trace: TraceMessage | undefined = undefined;
+  private controller: AbortController | undefined = undefined;
+  private reason: DeferError | undefined = undefined;
 
   constructor(cb: DeferredCallback, outcome: Outcome) {
     this.cb = cb;
@@ -197,16 +202,18 @@ class Context implements DeferContext {
     return this.cb.name;
   }
 
+  /** Created on first read: most callbacks never look at it. */
   get signal(): AbortSignal {
     if (this.controller === undefined) {
       this.controller = new AbortController();
-      if (this.cb.reason !== undefined) this.controller.abort(this.cb.reason);
+      if (this.reason !== undefined) this.controller.abort(this.reason);
     }
     return this.controller.signal;
   }
 
   /** @internal */
   abort(reason: DeferError): void {
+    this.reason = reason;
     this.controller?.abort(reason);
   }
 }
@@ -640,7 +647,9 @@ function pump(scope: Scope): void {
       }
     }
     if (cb === undefined) break;
-    if (++scope.ran >= YIELD_EVERY || sliceExpired(scope)) {
+    // The clock is read from the second callback of a slice on: a scope that runs one callback never reads it.
+    const ran = ++scope.ran;
+    if (ran >= YIELD_EVERY || (ran > 1 && sliceExpired(scope))) {
       scope.cursor--;
       scope.yielding = true;
       S.timers.setImmediate(resumeScope, scope);
@@ -714,6 +723,10 @@ function skip(cb: DeferredCallback): void {
 function offer(cb: DeferredCallback): void {
   const scope = cb.scope;
   scope.active++;
+  // Dispatch waits for its setImmediate turn, yet slots are idle: code that never yields to the event loop
+  // (a long chain of microtasks) would otherwise leave them idle and fill the queue. New work from outside
+  // the dispatch loop restarts it; the loop itself still yields.
+  if (S.yielding && S.slots < S.config.concurrency && !S.dispatching && !S.abandoning) resumeDispatch();
   if (inheritsSlot(scope)) {
     start(cb, false);
   } else if (S.slots < S.config.concurrency && S.queued === 0) {
@@ -728,6 +741,8 @@ function offer(cb: DeferredCallback): void {
     refuse(cb);
   }
 }
+
+
 
 function refuse(cb: DeferredCallback): void {
   const scope = cb.scope;
@@ -760,7 +775,8 @@ export function dispatch(): void {
     queue[S.qHead++] = undefined;
     if (cb.state !== QUEUED) continue;
     S.queued--;
-    if (++S.slice >= YIELD_EVERY || dispatchSliceExpired()) {
+    const n = ++S.slice;
+    if (n >= YIELD_EVERY || (n > 1 && dispatchSliceExpired())) {
       queue[--S.qHead] = cb;
       S.queued++;
       S.yielding = true;
@@ -812,8 +828,10 @@ function start(cb: DeferredCallback, hasSlot: boolean): void {
   if (cb.explicitName !== undefined && scope.named?.get(cb.explicitName) === cb) scope.named.delete(cb.explicitName);
   S.running++;
   scope.running++;
+  const context = new Context(cb, outcomeOf(scope)!);
+  cb.context = context;
   const timeout = cb.timeout ?? scope.opts.timeout;
-  if (timeout !== undefined) cb.timer = S.timers.setTimeout(onTimeout, timeout, cb);
+  if (timeout !== undefined) context.timer = S.timers.setTimeout(onTimeout, timeout, context);
   const resource = cb.resource;
   cb.resource = undefined;
   if (resource === undefined) S.als.run(genFrame(scope, cb.generation + 1), invoke, cb);
@@ -821,8 +839,7 @@ function start(cb: DeferredCallback, hasSlot: boolean): void {
 }
 
 function invoke(cb: DeferredCallback): void {
-  const context = new Context(cb, outcomeOf(cb.scope)!);
-  cb.context = context;
+  const context = cb.context!;
   let result: unknown;
   if (callbackChannel.hasSubscribers) {
     const message: TraceMessage = {
@@ -831,12 +848,12 @@ function invoke(cb: DeferredCallback): void {
       generation: cb.generation,
       startedAt: S.timers.now(),
     };
-    cb.trace = message;
+    context.trace = message;
     try {
       result = callbackChannel.start.runStores(message, callUser, undefined, cb, context);
     } catch (error) {
       // A synchronous failure ends the trace here (traceSync's shape).
-      cb.trace = undefined;
+      context.trace = undefined;
       message.error = error;
       callbackChannel.error.publish(message);
       callbackChannel.end.publish(message);
@@ -845,7 +862,7 @@ function invoke(cb: DeferredCallback): void {
     }
     message.result = result;
     callbackChannel.end.publish(message);
-    if (!isThenable(result)) cb.trace = undefined;
+    if (!isThenable(result)) context.trace = undefined;
   } else {
     try {
       result = cb.fn(context);
@@ -853,11 +870,6 @@ function invoke(cb: DeferredCallback): void {
       settle(cb, FAILED, error);
       return;
     }
-  }
-  if (result instanceof Promise) {
-    // One promise per async callback, no closures (V8 awaits native promises without extra ticks).
-    void settleWhenDone(cb, result);
-    return;
   }
   if (result !== null && (typeof result === 'object' || typeof result === 'function')) {
     let then: unknown;
@@ -879,16 +891,6 @@ function invoke(cb: DeferredCallback): void {
   settle(cb, OK, undefined);
 }
 
-async function settleWhenDone(cb: DeferredCallback, result: Promise<unknown>): Promise<void> {
-  try {
-    await result;
-  } catch (error) {
-    settle(cb, FAILED, error);
-    return;
-  }
-  settle(cb, OK, undefined);
-}
-
 function isThenable(value: unknown): boolean {
   if (value === null || (typeof value !== 'object' && typeof value !== 'function')) return false;
   try {
@@ -902,9 +904,10 @@ function callUser(cb: DeferredCallback, context: Context): unknown {
   return cb.fn(context);
 }
 
-function onTimeout(cb: DeferredCallback): void {
-  cb.timer = undefined;
-  if (cb.state !== RUNNING) return;
+function onTimeout(context: Context): void {
+  context.timer = undefined;
+  const cb = context.cb;
+  if (cb.state !== RUNNING || cb.context !== context) return;
   const ms = cb.timeout ?? cb.scope.opts.timeout;
   settle(
     cb,
@@ -926,9 +929,10 @@ function settle(cb: DeferredCallback, kind: number, error: unknown): void {
   if (cb.state !== RUNNING) return;
   cb.state = SETTLED;
   const scope = cb.scope;
-  if (cb.timer !== undefined) {
-    S.timers.clearTimeout(cb.timer);
-    cb.timer = undefined;
+  const context = cb.context!;
+  if (context.timer !== undefined) {
+    S.timers.clearTimeout(context.timer);
+    context.timer = undefined;
   }
   S.running--;
   scope.running--;
@@ -937,15 +941,12 @@ function settle(cb: DeferredCallback, kind: number, error: unknown): void {
   } else {
     if (kind === ABANDONED) S.stats.abandoned++;
     else S.stats.failed++;
-    if (kind !== FAILED) {
-      cb.reason = error as DeferError;
-      cb.context?.abort(error as DeferError);
-    }
+    if (kind !== FAILED) context.abort(error as DeferError);
     report(scope, error, kind === FAILED ? 'callback' : kind === TIMED_OUT ? 'timeout' : 'abandoned', cb.name);
   }
-  const message = cb.trace;
+  const message = context.trace;
   if (message !== undefined) {
-    cb.trace = undefined;
+    context.trace = undefined;
     if (kind !== OK) {
       message.error = error;
       callbackChannel.error.publish(message);
