@@ -681,7 +681,7 @@ function complete(scope: Scope): void {
   if (scope.phase !== INVOKING) return;
   scope.phase = DONE;
   if (scope.items !== undefined) {
-    scope.items = [];
+    scope.items.length = 0; // release the callbacks; a late defer() reuses the array
     scope.cursor = 0;
     scope.named = undefined;
   }
