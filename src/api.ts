@@ -66,11 +66,13 @@ export function defer(callback: (context: DeferContext) => unknown, options?: De
  * ```
  */
 export function forget(name: string): boolean {
-  if (typeof name !== 'string') throw badName('forget()', name);
   const override = S.override;
-  if (override !== undefined) return override.forget(name);
   const scope = S.als.getStore()?.scope;
-  return scope === undefined ? false : forgetIn(scope, name);
+  // Outside a scope there is nothing to forget: false, and never a throw (even for a bad name).
+  if (override === undefined && scope === undefined) return false;
+  if (typeof name !== 'string') throw badName('forget()', name);
+  if (override !== undefined) return override.forget(name);
+  return forgetIn(scope!, name);
 }
 
 /**

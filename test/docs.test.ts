@@ -493,9 +493,10 @@ describe('design decisions (docs/decisions.md)', () => {
     expect(added).toEqual([['job', { id: 1 }, { attempts: 2 }]]);
   });
 
-  it('3. forget() throws for a non-string name, even outside a scope', async () => {
-    expect(() => forget(42 as never)).toThrow(code('ERR_DEFER_INVALID_OPTIONS'));
+  it('3. forget() throws for a non-string name inside a scope, returns false outside one', async () => {
+    expect(forget(42 as never)).toBe(false);
     await withDefer(() => {
+      expect(() => forget(42 as never)).toThrow(code('ERR_DEFER_INVALID_OPTIONS'));
       expect(() => root.currentCollection()!.forget(42 as never)).toThrow(code('ERR_DEFER_INVALID_OPTIONS'));
     });
   });

@@ -217,3 +217,33 @@ describe('dispatch under code that never yields', () => {
     expect(ran).toBe(6000);
   });
 });
+
+describe('time slicing', () => {
+  it('times slow synchronous callbacks one by one, and lets cheap ones share a clock read', async () => {
+    const { setTimers } = await import('../src/core/state.js');
+    let now = 1;
+    let reads = 0;
+    let yields = 0;
+    const restore = setTimers({
+      now: () => (reads++, now),
+      setImmediate: (fn, arg) => (yields++, setImmediate(fn, arg)),
+    });
+    try {
+      // 40 callbacks of 3 ms each: at least one yield every ~10 ms, i.e. every 4 or 5 callbacks.
+      await withDefer(() => {
+        for (let i = 0; i < 40; i++) defer(() => void (now += 3));
+      }, { await: true });
+      expect(yields).toBeGreaterThanOrEqual(40 / 5 - 1);
+      // 900 callbacks of 1 µs: no time-based yield, and far fewer clock reads than callbacks.
+      yields = 0;
+      reads = 0;
+      await withDefer(() => {
+        for (let i = 0; i < 900; i++) defer(() => void (now += 0.001));
+      }, { await: true });
+      expect(yields).toBe(0);
+      expect(reads).toBeLessThan(900 / 8);
+    } finally {
+      restore();
+    }
+  });
+});

@@ -72,8 +72,12 @@ export interface State {
   /** The dispatch loop is waiting for `setImmediate` to give I/O a turn. */
   yielding: boolean;
   abandoning: boolean;
-  slice: number;
+  /** Time slicing of the dispatch loop (see sliceStep() in engine.ts). */
+  sliceRan: number;
   sliceStart: number;
+  sliceLast: number;
+  sliceStride: number;
+  sliceUntil: number;
   /** Tracked units of work: registered callbacks not yet settled, plus waitUntil promises. */
   pending: number;
   /** Intrusive list of scopes holding tracked callbacks. */
@@ -118,8 +122,11 @@ function create(): State {
     dispatching: false,
     yielding: false,
     abandoning: false,
-    slice: 0,
-    sliceStart: 0,
+    sliceRan: 0,
+    sliceStart: -1,
+    sliceLast: 0,
+    sliceStride: 1,
+    sliceUntil: 0,
     pending: 0,
     liveHead: undefined,
     waits: new Set(),
