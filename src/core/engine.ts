@@ -313,8 +313,9 @@ export class GenFrame {
   }
 }
 
+// Frames are told apart by shape, not instanceof: a frame may come from another copy of the package.
 function insideCallback(frame: Frame): boolean {
-  return frame instanceof GenFrame || frame.phase !== OPEN;
+  return frame.scope !== frame || (frame as Scope).phase !== OPEN;
 }
 
 function genFrame(scope: Scope, childGen: number): GenFrame {
@@ -332,7 +333,7 @@ function captureResource(): AsyncResource {
  */
 function capture(frame: Frame, generation: number): AsyncResource {
   // Registered while its scope is open: it will run with the scope as its frame.
-  if (frame instanceof Scope && frame.phase === OPEN) return captureResource();
+  if (frame.scope === frame && (frame as Scope).phase === OPEN) return captureResource();
   return S.als.run(genFrame(frame.scope, generation + 1), captureResource);
 }
 
