@@ -70,7 +70,10 @@ export function forget(name: string): boolean {
   const scope = S.als.getStore()?.scope;
   // Outside a scope there is nothing to forget: false, and never a throw (even for a bad name).
   if (override === undefined && scope === undefined) return false;
-  if (typeof name !== 'string') throw badName('forget()', name);
+  if (typeof name !== 'string') {
+    if (scope === undefined) return false;
+    throw badName('forget()', name);
+  }
   if (override !== undefined) return override.forget(name);
   return forgetIn(scope!, name);
 }

@@ -241,9 +241,37 @@ describe('time slicing', () => {
         for (let i = 0; i < 900; i++) defer(() => void (now += 0.001));
       }, { await: true });
       expect(yields).toBe(0);
-      expect(reads).toBeLessThan(900 / 8);
+      expect(reads).toBeLessThan(900 / 3);
     } finally {
       restore();
     }
+  });
+});
+
+describe('slot inheritance', () => {
+  it('a withDefer opened by a callback stops inheriting its slot once that callback settled', async () => {
+    configureDefer({ concurrency: 1 });
+    const events: string[] = [];
+    const gateB = gate();
+    let peak = 0;
+    await withDefer(() => {
+      defer(() => {
+        // Opened by A, not awaited: A settles right after.
+        void withDefer(() => void defer(() => void events.push('nested ran')));
+      });
+      defer(async () => {
+        events.push('B start');
+        peak = Math.max(peak, deferStats().running);
+        await gateB.promise;
+        events.push('B end');
+      });
+    });
+    await tick();
+    await tick();
+    expect(events).toEqual(['B start']);
+    gateB.open();
+    await drain();
+    expect(events).toEqual(['B start', 'B end', 'nested ran']);
+    expect(peak).toBe(1);
   });
 });

@@ -31,7 +31,7 @@ const REMOVED = 4; // forgotten, replaced, skipped, refused or abandoned before 
 
 const YIELD_EVERY = 1000;
 const YIELD_MS = 10;
-const MAX_STRIDE = 16;
+const MAX_STRIDE = 4;
 
 const BRAND_CALLBACK = Symbol.for('request-defer.DeferredCallback');
 const BRAND_COLLECTION = Symbol.for('request-defer.DeferredCallbackCollection');
@@ -239,6 +239,10 @@ export class Scope {
   readonly base: number;
   /** The scope whose running callback opened this one (withDefer inside a callback). */
   readonly parentScope: Scope | undefined;
+  /** That callback, when it can be told (a sequential parent runs one at a time). */
+  readonly parentCb: DeferredCallback | undefined;
+  /** The callback of this scope started last. */
+  lastStarted: DeferredCallback | undefined = undefined;
   readonly opts: ScopeOptions;
   readonly res: ServerResponse | undefined;
   /** Registered callbacks in order (created by the first defer()); the collection's storage. */
@@ -283,7 +287,9 @@ export class Scope {
     this.res = res;
     this.base = parent === undefined ? 0 : parent.childGen;
     // Opened from code running in a callback of another scope (see inheritsSlot()).
-    this.parentScope = parent !== undefined && insideCallback(parent) ? parent.scope : undefined;
+    const parentScope = parent !== undefined && insideCallback(parent) ? parent.scope : undefined;
+    this.parentScope = parentScope;
+    this.parentCb = parentScope?.lastStarted;
   }
 
   /**
@@ -629,7 +635,11 @@ function resumeScope(scope: Scope): void {
 
 /** Does this scope run its callbacks in a running parent's slot? */
 function inheritsSlot(scope: Scope): boolean {
-  return scope.parentScope !== undefined && scope.parentScope.running > 0;
+  const parent = scope.parentScope;
+  if (parent === undefined) return false;
+  // A sequential parent runs one callback at a time: the one that opened this scope is known exactly.
+  // A parallel parent's first-generation callbacks share one frame: any of them running will do.
+  return parent.opts.parallel ? parent.running > 0 : scope.parentCb?.state === RUNNING;
 }
 
 /**
@@ -685,7 +695,7 @@ interface SliceState {
  * Counts one more callback of a loop; true when the loop must yield to the
  * event loop now: after 1 000 callbacks, or once ~10 ms have passed. The
  * clock is not read for a slice's first callback (most scopes run one), and
- * then every `stride` callbacks, the stride doubling up to 16 while
+ * then every `stride` callbacks, the stride doubling up to 4 while
  * callbacks are quick (a stride under 0.5 ms) and falling back to 1 as soon
  * as they are not, so slow synchronous callbacks are timed one by one and
  * cheap ones do not pay a clock read each.
@@ -759,23 +769,49 @@ function skip(cb: DeferredCallback): void {
 function offer(cb: DeferredCallback): void {
   const scope = cb.scope;
   scope.active++;
-  // Dispatch waits for its setImmediate turn, yet slots are idle: code that never yields to the event loop
-  // (a long chain of microtasks) would otherwise leave them idle and fill the queue. New work from outside
-  // the dispatch loop restarts it; the loop itself still yields.
-  if (S.yielding && S.slots < S.config.concurrency && !S.dispatching && !S.abandoning) resumeDispatch();
   if (inheritsSlot(scope)) {
     start(cb, false);
-  } else if (S.slots < S.config.concurrency && S.queued === 0) {
+    return;
+  }
+  if (S.slots < S.config.concurrency && S.queued === 0) {
     S.slots++;
     start(cb, true);
-  } else if (S.queued < S.config.maxQueued) {
+    return;
+  }
+  if (S.queued >= S.config.maxQueued && dispatchStalled()) {
+    // The queue is full only because dispatch waits for its turn: let it start queued work first.
+    resumeDispatch();
+    if (cb.state !== PENDING) {
+      scope.active--; // a callback started meanwhile forgot or replaced this one
+      return;
+    }
+    if (S.slots < S.config.concurrency && S.queued === 0) {
+      S.slots++;
+      start(cb, true);
+      return;
+    }
+  }
+  if (S.queued < S.config.maxQueued) {
     cb.state = QUEUED;
     S.queue.push(cb);
     S.queued++;
-    if (S.slots < S.config.concurrency) dispatch();
-  } else {
-    refuse(cb);
+    if (S.slots < S.config.concurrency) {
+      if (dispatchStalled()) resumeDispatch();
+      else dispatch();
+    }
+    return;
   }
+  refuse(cb);
+}
+
+/**
+ * Dispatch waits for its setImmediate turn, yet slots are idle. Code that
+ * never yields to the event loop (a long chain of microtasks) would leave
+ * them idle and fill the queue: new work arriving from outside the dispatch
+ * loop restarts it (the loop itself still yields).
+ */
+function dispatchStalled(): boolean {
+  return S.yielding && S.slots < S.config.concurrency && !S.dispatching && !S.abandoning;
 }
 
 
@@ -853,6 +889,7 @@ function start(cb: DeferredCallback, hasSlot: boolean): void {
   if (cb.explicitName !== undefined && scope.named?.get(cb.explicitName) === cb) scope.named.delete(cb.explicitName);
   S.running++;
   scope.running++;
+  scope.lastStarted = cb;
   const context = new Context(cb, outcomeOf(scope)!);
   cb.context = context;
   const timeout = cb.timeout ?? scope.opts.timeout;
