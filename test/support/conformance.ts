@@ -13,6 +13,26 @@ import { abortedGet, gate, get } from './client.js';
 
 type Mw = Parameters<Harness['listen']>[1];
 
+/**
+ * Registers one plain and one `always` callback in the current scope and
+ * records which ran, and the outcome the `always` one saw.
+ */
+function normalAndAlways(): { ran: string[]; seen: () => Outcome | undefined; register: () => void } {
+  const ran: string[] = [];
+  let seen: Outcome | undefined;
+  return {
+    ran,
+    seen: () => seen,
+    register: () => {
+      defer(() => ran.push('normal'));
+      defer((ctx) => {
+        ran.push('always');
+        seen = ctx.outcome;
+      }).always();
+    },
+  };
+}
+
 export function conformance(h: Harness): void {
   describe(`${h.name}: conformance`, () => {
     let running: Running | undefined;
@@ -94,18 +114,13 @@ export function conformance(h: Harness): void {
 
     describe('2. status condition', () => {
       async function outcomesFor(status: number, options?: Mw) {
-        const ran: string[] = [];
-        let seen: Outcome | undefined;
+        const probe = normalAndAlways();
         const port = await serve(
           {
             '/r': {
               status,
               run: () => {
-                defer(() => ran.push('normal'));
-                defer((ctx) => {
-                  ran.push('always');
-                  seen = ctx.outcome;
-                }).always();
+                probe.register();
               },
             },
           },
@@ -113,7 +128,7 @@ export function conformance(h: Harness): void {
         );
         const reply = await get(port, '/r');
         await drain();
-        return { ran, seen, reply };
+        return { ran: probe.ran, seen: probe.seen(), reply };
       }
 
       it.each([200, 201, 204, 302, 399])('status %i runs every callback', async (status) => {
@@ -170,26 +185,21 @@ export function conformance(h: Harness): void {
       for (const [label, fail, failStatus, expected] of failures) {
         if (!h.features.has(fail!)) continue;
         it(`${label} is seen with the status the framework sent (${expected})`, async () => {
-          const ran: string[] = [];
-          let seen: Outcome | undefined;
+          const probe = normalAndAlways();
           const port = await serve({
             '/fail': {
               fail,
               failStatus,
               run: () => {
-                defer(() => ran.push('normal'));
-                defer((ctx) => {
-                  ran.push('always');
-                  seen = ctx.outcome;
-                }).always();
+                probe.register();
               },
             },
           });
           const reply = await get(port, '/fail');
           await drain();
           expect(reply.status).toBe(expected);
-          expect(ran).toEqual(['always']);
-          expect(seen).toEqual({ kind: 'http', statusCode: expected, ok: false, aborted: false });
+          expect(probe.ran).toEqual(['always']);
+          expect(probe.seen()).toEqual({ kind: 'http', statusCode: expected, ok: false, aborted: false });
         });
       }
     });
@@ -200,18 +210,13 @@ export function conformance(h: Harness): void {
         const ready = gate();
         const never = gate();
         cleanups.push(() => never.open());
-        const ran: string[] = [];
-        let seen: Outcome | undefined;
+        const probe = normalAndAlways();
         const runWhen = vi.fn(() => true);
         const port = await serve(
           {
             '/slow': {
               run: () => {
-                defer(() => ran.push('normal'));
-                defer((ctx) => {
-                  ran.push('always');
-                  seen = ctx.outcome;
-                }).always();
+                probe.register();
                 ready.open();
               },
               hold: never.promise,
@@ -221,8 +226,8 @@ export function conformance(h: Harness): void {
         );
         await abortedGet(port, '/slow', { ready: ready.promise });
         await drain();
-        expect(ran).toEqual(['always']);
-        expect(seen).toEqual({ kind: 'http', ok: false, aborted: true });
+        expect(probe.ran).toEqual(['always']);
+        expect(probe.seen()).toEqual({ kind: 'http', ok: false, aborted: true });
         expect(runWhen).not.toHaveBeenCalled();
         expect(skips).toEqual([{ name: expect.stringMatching(/#\d+$/), reason: 'aborted' }]);
       });
@@ -230,45 +235,35 @@ export function conformance(h: Harness): void {
       it('a client gone after the headers (SSE, long poll): aborted with the status sent', async () => {
         const never = gate();
         cleanups.push(() => never.open());
-        const ran: string[] = [];
-        let seen: Outcome | undefined;
+        const probe = normalAndAlways();
         const port = await serve({
           '/sse': {
             run: () => {
-              defer(() => ran.push('normal'));
-              defer((ctx) => {
-                ran.push('always');
-                seen = ctx.outcome;
-              }).always();
+              probe.register();
             },
             holdAfterHeaders: never.promise,
           },
         });
         await abortedGet(port, '/sse', 'after-headers');
         await drain();
-        expect(ran).toEqual(['always']);
-        expect(seen).toEqual({ kind: 'http', statusCode: 200, ok: false, aborted: true });
+        expect(probe.ran).toEqual(['always']);
+        expect(probe.seen()).toEqual({ kind: 'http', statusCode: 200, ok: false, aborted: true });
       });
 
       it('a response the server destroys is aborted', async () => {
-        const ran: string[] = [];
-        let seen: Outcome | undefined;
+        const probe = normalAndAlways();
         const port = await serve({
           '/destroy': {
             run: () => {
-              defer(() => ran.push('normal'));
-              defer((ctx) => {
-                ran.push('always');
-                seen = ctx.outcome;
-              }).always();
+              probe.register();
             },
             destroyAfterHeaders: true,
           },
         });
         await get(port, '/destroy').catch(() => undefined);
         await drain();
-        expect(ran).toEqual(['always']);
-        expect(seen).toMatchObject({ kind: 'http', ok: false, aborted: true });
+        expect(probe.ran).toEqual(['always']);
+        expect(probe.seen()).toMatchObject({ kind: 'http', ok: false, aborted: true });
       });
     });
 
