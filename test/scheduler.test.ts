@@ -2,6 +2,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { configureDefer, defer, deferStats, DeferError, drain, withDefer, type DeferErrorInfo } from '../src/index.js';
 import { gate } from './support/client.js';
+import { getGc } from './support/gc.js';
 
 afterEach(async () => {
   configureDefer({ concurrency: undefined, maxQueued: undefined, maxNestingDepth: undefined, onError: undefined });
@@ -153,6 +154,31 @@ describe('scheduler', () => {
       { await: true },
     );
     expect(count).toBe(20_000);
+  });
+
+  it('does not keep a settled callback alive while the rest of its scope runs', async () => {
+    const gc = getGc();
+    expect(gc, 'global.gc (exposed through v8.setFlagsFromString)').toBeTypeOf('function');
+    const second = gate();
+    let started!: () => void;
+    const secondStarted = new Promise<void>((resolve) => (started = resolve));
+    let first: WeakRef<object> | undefined;
+    const done = withDefer(
+      () => {
+        first = new WeakRef(defer(() => {}, { name: 'first' }));
+        defer(async () => {
+          started();
+          await second.promise;
+        });
+      },
+      { await: true },
+    );
+    await secondStarted;
+    await tick(); // a WeakRef keeps its target until the job that made it has ended
+    gc!();
+    expect(first!.deref()).toBeUndefined();
+    second.open();
+    await done;
   });
 });
 

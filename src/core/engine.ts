@@ -62,6 +62,8 @@ export class DeferredCallback {
   /** @internal */ readonly generation: number;
   /** @internal */ state = PENDING;
   /** @internal */ hasSlot = false;
+  /** Position in its scope's `items`, cleared there once it settles or is removed. @internal */
+  index = -1;
   /** The async context of the defer() call, restored to run the callback. @internal */
   resource: AsyncResource | undefined = undefined;
   /** What it was called with, while it runs (also holds its timer and trace). @internal */
@@ -157,8 +159,8 @@ export class DeferredCallbackCollection implements Iterable<DeferredCallback> {
   *[Symbol.iterator](): IterableIterator<DeferredCallback> {
     const items = this.scope.items ?? [];
     for (let i = 0; i < items.length; i++) {
-      const cb = items[i]!;
-      if (cb.state === PENDING || cb.state === QUEUED) yield cb;
+      const cb = items[i];
+      if (cb !== undefined && (cb.state === PENDING || cb.state === QUEUED)) yield cb;
     }
   }
 
@@ -245,8 +247,12 @@ export class Scope {
   lastStarted: DeferredCallback | undefined = undefined;
   readonly opts: ScopeOptions;
   readonly res: ServerResponse | undefined;
-  /** Registered callbacks in order (created by the first defer()); the collection's storage. */
-  items: DeferredCallback[] | undefined = undefined;
+  /**
+   * Registered callbacks in order (created by the first defer()); the
+   * collection's storage. A callback's entry is emptied once it settles or
+   * is removed, so a long invocation does not keep finished work alive.
+   */
+  items: (DeferredCallback | undefined)[] | undefined = undefined;
   /** Index of the next callback to offer. */
   cursor = 0;
   /** Callbacks registered and not yet started (the collection's size). */
@@ -358,7 +364,9 @@ export function register(frame: Frame, fn: (context: DeferContext) => unknown, o
   if (tooDeep(cb)) return cb;
   cb.resource = capture(frame, cb.generation);
   if (cb.explicitName !== undefined) replaceNamed(scope, cb);
-  (scope.items ??= []).push(cb);
+  const items = (scope.items ??= []);
+  cb.index = items.length;
+  items.push(cb);
   scope.count++;
   track(scope);
   if (scope.phase !== OPEN) schedulePump(scope);
@@ -397,6 +405,7 @@ function remove(cb: DeferredCallback): void {
   const wasQueued = cb.state === QUEUED;
   cb.state = REMOVED;
   cb.resource = undefined;
+  release(cb);
   scope.count--;
   if (cb.explicitName !== undefined && scope.named?.get(cb.explicitName) === cb) scope.named.delete(cb.explicitName);
   if (wasQueued) {
@@ -405,6 +414,12 @@ function remove(cb: DeferredCallback): void {
   }
   untrack(scope);
   if (wasQueued) schedulePump(scope);
+}
+
+/** Empties the callback's entry in its scope's items (it settled or was removed). */
+function release(cb: DeferredCallback): void {
+  const items = cb.scope.items;
+  if (items !== undefined && items[cb.index] === cb) items[cb.index] = undefined;
 }
 
 /** @internal */
@@ -416,7 +431,7 @@ export function forgetIn(scope: Scope, name: string): boolean {
     if (hash < 0) return false;
     const id = Number(name.slice(hash + 1));
     if (!Number.isInteger(id)) return false;
-    cb = scope.items?.find((item) => item.id === id && item.explicitName === undefined && item.name === name);
+    cb = scope.items?.find((item) => item !== undefined && item.id === id && item.explicitName === undefined && item.name === name);
   }
   if (cb === undefined || (cb.state !== PENDING && cb.state !== QUEUED)) return false;
   remove(cb);
@@ -655,8 +670,8 @@ function pump(scope: Scope): void {
     const items = scope.items!;
     let cb: DeferredCallback | undefined;
     while (scope.cursor < items.length) {
-      const next = items[scope.cursor++]!;
-      if (next.state === PENDING) {
+      const next = items[scope.cursor++];
+      if (next !== undefined && next.state === PENDING) {
         cb = next;
         break;
       }
@@ -758,6 +773,7 @@ function skip(cb: DeferredCallback): void {
   const scope = cb.scope;
   cb.state = REMOVED;
   cb.resource = undefined;
+  release(cb);
   scope.count--;
   if (skipChannel.hasSubscribers) skipChannel.publish({ name: cb.name, outcome: scope.outcome, reason: skipReason(scope) });
   untrack(scope);
@@ -821,6 +837,7 @@ function refuse(cb: DeferredCallback): void {
   scope.active--;
   cb.state = REMOVED;
   cb.resource = undefined;
+  release(cb);
   scope.count--;
   S.stats.dropped++;
   report(
@@ -1017,6 +1034,7 @@ function settle(cb: DeferredCallback, kind: number, error: unknown): void {
     callbackChannel.asyncEnd.publish(message);
   }
   cb.context = undefined;
+  release(cb);
   scope.active--;
   if (cb.hasSlot) {
     cb.hasSlot = false;
@@ -1039,6 +1057,7 @@ export function runNow(frame: Frame | undefined, fn: (context: DeferContext) => 
   scope.verdict = 1;
   const cb = new DeferredCallback(fn, scope, options, frame === undefined ? 0 : frame.childGen);
   if (tooDeep(cb)) return cb;
+  cb.index = 0;
   scope.items = [cb];
   scope.count = 1;
   scope.cursor = 1;
@@ -1074,11 +1093,13 @@ export function abandonAll(exclude: Scope[] | undefined, drainer: { abandoned: n
     const items = scope.items;
     if (items === undefined) continue;
     for (const cb of items) {
+      if (cb === undefined) continue;
       if (cb.state === RUNNING) running.push(cb);
       else if (cb.state === PENDING || cb.state === QUEUED) {
         const wasQueued = cb.state === QUEUED;
         cb.state = REMOVED;
         cb.resource = undefined;
+        release(cb);
         scope.count--;
         if (wasQueued) {
           S.queued--;

@@ -7,8 +7,6 @@
  * with one slot, and yielding to the event loop.
  */
 import dc from 'node:diagnostics_channel';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   configureDefer,
@@ -21,6 +19,7 @@ import {
 } from '../../src/index.js';
 import { harness } from '../support/adapters.js';
 import { gate, get } from '../support/client.js';
+import { getGc } from '../support/gc.js';
 import { DEFAULTS, fakeClock, settlesWithin, tick, until, watchProcess } from './support.js';
 
 /** Gates that hold deferred work; all opened after each test, so a failing test leaves nothing stuck. */
@@ -53,19 +52,6 @@ function expectOverflow(report: Report, name: string): void {
   expect((report.error as DeferError).code).toBe('ERR_DEFER_OVERFLOW');
   expect(report.info.phase).toBe('overflow');
   expect(report.info.name).toBe(name);
-}
-
-/** global.gc, exposed at run time when the worker was not started with --expose-gc. */
-function getGc(): (() => void) | undefined {
-  const existing = (globalThis as { gc?: () => void }).gc;
-  if (typeof existing === 'function') return existing;
-  try {
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as unknown;
-    return typeof gc === 'function' ? (gc as () => void) : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 describe('overload: 10× more work than maxQueued', () => {
