@@ -16,8 +16,10 @@
 //   same loop inside one AsyncLocalStorage.run, vs @poppinss/defer's
 //   DeferQueue (default concurrency 10). Tasks interleaved over 3 rounds.
 // - linear growth: one scope with 10 000 vs 100 000 callbacks, unnamed and
-//   named (unique names), mean time per scope, with the floor as control.
+//   named (unique names), equal total work per size, with and without GC
+//   pauses, against three controls (floor, context restore, Map by name).
 import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { EventEmitter } from 'node:events';
 import { Bench } from 'tinybench';
 import { importPackage } from './lib/pkg.mjs';
@@ -26,7 +28,11 @@ import onFinished from 'on-finished';
 
 const { defer, withDefer } = await importPackage();
 const { deferMiddleware } = await importPackage('express');
-const { quick = false } = JSON.parse(process.argv[2] ?? '{}');
+const { quick = false, only } = JSON.parse(process.argv[2] ?? '{}');
+// `only`: the sections to run (default all). The runner repeats the scheduler
+// section in fresh processes: one process's JIT can land in a slow or a fast
+// mode for the whole run, so a single process is one sample, not a result.
+const want = (name) => only === undefined || only.includes(name);
 const noop = () => {};
 const asyncFns = (n) => Array.from({ length: n }, () => async () => {});
 
@@ -65,7 +71,7 @@ await withDefer(() => defer(noop), { await: true });
 
 // ---------------------------------------------------------------------------
 // defer() call cost
-{
+if (want('defer')) {
   const B = 100;
   const als = new AsyncLocalStorage();
   const bench = new Bench({ time: quick ? 100 : 250, warmupTime: quick ? 50 : 100, iterations: 64 });
@@ -104,7 +110,8 @@ section('defer cost');
 // machine). A response stand-in (an EventEmitter with the fields the
 // middlewares read) goes through middleware -> handler -> 'finish' ->
 // 'close', the handler deferring one no-op, as the HTTP throughput variants do.
-{
+// Variants interleaved over rounds (rotated order), median of the rounds.
+if (want('lifecycle')) {
   const B = 100;
   class FakeResponse extends EventEmitter {
     statusCode = 200;
@@ -161,27 +168,36 @@ section('defer cost');
       rdMw(req, res, () => res.end());
     },
   };
-  const bench = new Bench({ time: quick ? 80 : 200, warmupTime: quick ? 40 : 60, iterations: 64 });
-  for (const [name, one] of Object.entries(variants)) {
-    bench.add(name, () => {
-      const t0 = bench.now();
-      for (let i = 0; i < B; i++) one();
-      const elapsed = bench.now() - t0;
-      return { overriddenDuration: elapsed / B, overriddenIterationCost: elapsed };
-    });
+  const names = Object.keys(variants);
+  const perRound = Object.fromEntries(names.map((k) => [k, []]));
+  const rounds = quick ? 1 : 3;
+  for (let round = 0; round < rounds; round++) {
+    const bench = new Bench({ time: quick ? 80 : 120, warmupTime: quick ? 40 : 40, iterations: 64 });
+    for (let i = 0; i < names.length; i++) {
+      const name = names[(i + round) % names.length];
+      const one = variants[name];
+      bench.add(name, () => {
+        const t0 = bench.now();
+        for (let j = 0; j < B; j++) one();
+        const elapsed = bench.now() - t0;
+        return { overriddenDuration: elapsed / B, overriddenIterationCost: elapsed };
+      });
+    }
+    await bench.run();
+    // on-finished reports on the next tick: let it settle before moving on
+    await new Promise((resolve) => setImmediate(resolve));
+    for (const t of bench.tasks) perRound[t.name].push(t.result.latency.p50 * 1e6);
   }
-  await bench.run();
-  // on-finished reports on the next tick: let it settle before moving on
-  await new Promise((resolve) => setImmediate(resolve));
-  result.lifecycle = Object.fromEntries(bench.tasks.map((t) => [t.name, { medianNs: t.result.latency.p50 * 1e6 }]));
+  result.lifecycle = Object.fromEntries(names.map((k) => [k, { medianNs: median(perRound[k]), rounds: perRound[k].map(Math.round) }]));
 }
 section('lifecycle');
 
 // ---------------------------------------------------------------------------
 // Scheduler throughput
-{
+if (want('scheduler')) {
   const als = new AsyncLocalStorage();
   const queue = new DeferQueue();
+  const minimalCounts = { completed: 0, failed: 0 };
   const tasks = {
     bare: bareLoop,
     alsLoop: () => als.run({}, bareLoop),
@@ -191,6 +207,28 @@ section('lifecycle');
       als.run({}, async () => {
         const resources = fns.map(() => new AsyncResource('bench'));
         for (let i = 0; i < fns.length; i++) await resources[i].runInAsyncScope(fns[i]);
+      }),
+    // The least a correct engine does: a record per callback (what it runs,
+    // its captured context, its state, for drain and abandonment to report
+    // by name), each run in its captured context, failures caught and
+    // counted, the record released. No slots, timeouts, ordering rules,
+    // nesting, tracing or time slicing.
+    minimal: () =>
+      als.run({}, async () => {
+        const records = [];
+        for (const fn of fns) records.push({ fn, resource: new AsyncResource('bench'), state: 0 });
+        for (let i = 0; i < records.length; i++) {
+          const r = records[i];
+          r.state = 1;
+          try {
+            await r.resource.runInAsyncScope(r.fn);
+            minimalCounts.completed++;
+          } catch {
+            minimalCounts.failed++;
+          }
+          r.state = 2;
+          records[i] = undefined;
+        }
       }),
     rd: () =>
       withDefer(
@@ -229,55 +267,97 @@ section('lifecycle');
 section('scheduler');
 
 // ---------------------------------------------------------------------------
-// Linear growth. Cost per scope is the MEAN time (GC included: holding
-// 100 000 callbacks is part of the cost), measured after warm-up. The
-// floor (ALS.run + array push + sequential await) is the control: what the
-// engine alone does when the live set grows tenfold.
-{
+// Linear growth: one scope with 10 000 vs 100 000 callbacks. Equal work on
+// both sides: 300 000 callbacks per sample (30 scopes of 10 000 against 3 of
+// 100 000), so each size pays its own share of garbage collection; 3
+// interleaved rounds, medians. Time is also reported without the GC pauses
+// seen by a PerformanceObserver ('gc' entries): holding 100 000 pending
+// callbacks makes each scavenge copy ten times more live objects, a cost of
+// the live set, not of the algorithm. Controls: the floor (an array of
+// closures, nothing allocated per callback), "restore" (what semantic 11
+// retains per callback: an AsyncResource, restored to run it) and "map" (a
+// Map keyed by name, get + set per registration, get + delete per start:
+// the bookkeeping any named-replacement rule needs).
+if (want('linear')) {
   const sizes = [10_000, 100_000];
+  const TOTAL = quick ? 200_000 : 300_000;
   const fns = asyncFns(100_000);
   const names = Array.from({ length: 100_000 }, (_, i) => `job-${i}`);
   const als = new AsyncLocalStorage();
+  const gcs = [];
+  const observer = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcs.push(e);
+  });
+  observer.observe({ entryTypes: ['gc'] });
+  const gcWithin = (t0, t1) => gcs.reduce((sum, e) => (e.startTime >= t0 && e.startTime < t1 ? sum + e.duration : sum), 0);
   const cases = {
-    unnamed: (n) => () =>
+    unnamed: (n) =>
       withDefer(
         () => {
           for (let i = 0; i < n; i++) defer(fns[i]);
         },
         { await: true },
       ),
-    named: (n) => () =>
+    named: (n) =>
       withDefer(
         () => {
           for (let i = 0; i < n; i++) defer(fns[i], { name: names[i] });
         },
         { await: true },
       ),
-    floor: (n) => () =>
+    floor: (n) =>
       als.run([], async () => {
         const list = als.getStore();
         for (let i = 0; i < n; i++) list.push(fns[i]);
         for (const fn of list) await fn();
       }),
+    restore: (n) =>
+      als.run([], async () => {
+        const list = als.getStore();
+        for (let i = 0; i < n; i++) list.push(new AsyncResource('bench'));
+        for (let i = 0; i < n; i++) await list[i].runInAsyncScope(fns[i]);
+      }),
+    map: async (n) => {
+      const map = new Map();
+      const held = [];
+      for (let i = 0; i < n; i++) {
+        const entry = { fn: fns[i] };
+        map.get(names[i]);
+        map.set(names[i], entry);
+        held.push(entry);
+      }
+      for (let i = 0; i < n; i++) if (map.get(names[i]) === held[i]) map.delete(names[i]);
+    },
   };
-  const ms = {};
-  for (const n of sizes) {
-    const bench = new Bench({
-      time: 0,
-      warmupTime: 0,
-      iterations: n === 10_000 ? (quick ? 5 : 12) : quick ? 1 : 2,
-      warmupIterations: n === 10_000 ? 2 : 1,
-    });
-    for (const [kind, make] of Object.entries(cases)) bench.add(`${kind} ${n}`, make(n));
-    await bench.run();
-    for (const t of bench.tasks) ms[t.name] = t.result.latency.mean;
+  const tick = () => new Promise((resolve) => setImmediate(resolve));
+  const rounds = quick ? 1 : 3;
+  const samples = {};
+  for (const [kind, run] of Object.entries(cases)) {
+    for (let i = 0; i < 3; i++) await run(10_000); // warm-up
+    await run(100_000);
+    for (let round = 0; round < rounds; round++) {
+      for (const n of sizes) {
+        const scopes = TOTAL / n;
+        const t0 = performance.now();
+        for (let i = 0; i < scopes; i++) await run(n);
+        const t1 = performance.now();
+        await tick(); // gc entries are delivered asynchronously
+        await tick();
+        const gc = gcWithin(t0, t1);
+        ((samples[`${kind} ${n}`] ??= { ms: [], mutatorMs: [] }).ms).push((t1 - t0) / scopes);
+        samples[`${kind} ${n}`].mutatorMs.push((t1 - t0 - gc) / scopes);
+      }
+    }
   }
-  result.linear = {
-    ms,
-    unnamedRatio: ms['unnamed 100000'] / ms['unnamed 10000'],
-    namedRatio: ms['named 100000'] / ms['named 10000'],
-    floorRatio: ms['floor 100000'] / ms['floor 10000'],
-  };
+  observer.disconnect();
+  const ms = {};
+  const mutatorMs = {};
+  for (const [k, v] of Object.entries(samples)) {
+    ms[k] = median(v.ms);
+    mutatorMs[k] = median(v.mutatorMs);
+  }
+  const ratios = (table) => Object.fromEntries(Object.keys(cases).map((kind) => [kind, table[`${kind} 100000`] / table[`${kind} 10000`]]));
+  result.linear = { total: TOTAL, rounds, ms, mutatorMs, ratio: ratios(ms), mutatorRatio: ratios(mutatorMs) };
 }
 section('linear');
 

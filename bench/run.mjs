@@ -35,6 +35,7 @@ const { values: args } = parseArgs({
     variants: { type: 'string' },
     rounds: { type: 'string' },
     duration: { type: 'string' },
+    'no-pin': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -49,7 +50,8 @@ if (args.help) {
   --render F re-render the tables, results.md and chart.svg from a saved results.json (no measuring)
   --profile  run the throughput servers with --cpu-prof into bench/.raw/profiles/
              (summarise one with: node bench/profile-summary.mjs FILE.cpuprofile)
-  --variants throughput variants to run (default all: ${['bare', 'floor', 'hand', 'rd', 'rd-idle', 'poppinss'].join(',')})
+  --variants throughput variants to run (default all: ${['bare', 'floor', 'floor-aa', 'hand', 'rd', 'rd-idle', 'poppinss'].join(',')})
+  --no-pin   do not pin the servers and the load generator to separate CPUs
   --rounds N, --duration S   override the throughput rounds and seconds per round (A/B runs)
 `);
   process.exit(0);
@@ -64,6 +66,7 @@ const majors = args.node
   : QUICK
     ? [process.versions.node.split('.')[0]]
     : ['20', '22', '24', '26'];
+let PIN; // set by main(): see pinPlan()
 const OUT = args.out ? join(process.cwd(), args.out) : QUICK ? join(BENCH, '.raw', 'quick') : BENCH;
 const RAW = join(BENCH, '.raw');
 const PROFILES = join(RAW, 'profiles');
@@ -87,12 +90,29 @@ const PLAN = QUICK
 if (args.rounds) PLAN.throughput.rounds = Number(args.rounds);
 if (args.duration) PLAN.throughput.duration = Number(args.duration);
 const FRAMEWORKS = ['express', 'koa'];
-const ALL_VARIANTS = ['bare', 'floor', 'hand', 'rd', 'rd-idle', 'poppinss'];
+// floor-aa runs the floor's code in a second process: the A/A control that
+// shows how far two identical servers' ratios drift apart in this run.
+const ALL_VARIANTS = ['bare', 'floor', 'floor-aa', 'hand', 'rd', 'rd-idle', 'poppinss'];
 const VARIANTS = args.variants ? args.variants.split(',').map((s) => s.trim()) : ALL_VARIANTS;
 for (const v of VARIANTS) if (!ALL_VARIANTS.includes(v)) fail(`unknown variant "${v}" (known: ${ALL_VARIANTS.join(', ')})`);
 const ACF = '--experimental-async-context-frame';
 
 const problems = []; // harness problems: any makes the exit status 1
+
+/**
+ * CPU pinning: on a machine with 2+ CPUs and taskset(1), the runner (which
+ * drives autocannon) stays on CPU 0 and every measured child process on
+ * CPU 1, so the load generator and the server never trade places on a core.
+ */
+function pinPlan() {
+  if (args['no-pin'] || os.availableParallelism() < 2) return undefined;
+  try {
+    execFileSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
+    return { runner: '0', children: '1' };
+  } catch {
+    return undefined;
+  }
+}
 
 function log(msg) {
   const t = ((performance.now() - T0) / 1000).toFixed(1).padStart(6);
@@ -157,7 +177,8 @@ function snapshotDist() {
 
 function runChild(node, execArgv, script, arg, timeoutMs = 180_000) {
   return new Promise((resolve, reject) => {
-    const child = spawn(node, [...execArgv, join(BENCH, script), JSON.stringify(arg ?? {})], {
+    const argv = [...execArgv, join(BENCH, script), JSON.stringify(arg ?? {})];
+    const child = spawn(PIN ? 'taskset' : node, PIN ? ['-c', PIN.children, node, ...argv] : argv, {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -213,7 +234,7 @@ async function startAll(specs) {
     while (next < specs.length) {
       const i = next++;
       const { node, execArgv, config } = specs[i];
-      started[i] = await startServer(node, execArgv, config);
+      started[i] = await startServer(node, execArgv, config, { cpu: PIN?.children });
     }
   };
   const results = await Promise.allSettled([worker(), worker(), worker()]);
@@ -254,6 +275,10 @@ async function throughputSuite(label, framework, servers) {
     }
   }
   const variants = {};
+  const aa = runs['floor-aa'] === undefined ? undefined : {
+    rounds: runs['floor-aa'].map((r, i) => +(r.rps / runs.floor[i].rps).toFixed(3)),
+    cpuRounds: runs['floor-aa'].map((r, i) => +(r.cpuRps / runs.floor[i].cpuRps).toFixed(3)),
+  };
   for (const v of VARIANTS) {
     variants[v] = {
       rps: median(runs[v].map((r) => r.rps)),
@@ -269,7 +294,7 @@ async function throughputSuite(label, framework, servers) {
       cpuVsHand: ratio(runs, v, 'hand', 'cpuRps'),
     };
   }
-  return { variants };
+  return { variants, aa };
 }
 
 // concurrency raised so the deferred work never waits: at `rate` req/s with
@@ -281,15 +306,19 @@ const latencySpec = (node, execArgv, framework) => ({
   config: { framework, suite: 'latency', defer: { concurrency: 1000 } },
 });
 
+// none-aa requests /none again in its own slot of each round: the A/A
+// control for the p99 ratios.
+const LATENCY_PATH = { none: '/none', 'none-aa': '/none', deferred: '/deferred', inline: '/inline' };
+
 async function latencySuite(label, framework, server) {
   const { rounds, warm, duration, rate } = PLAN.latency;
-  const routes = ['none', 'deferred', 'inline'];
-  for (const route of routes) await load({ port: server.port, path: `/${route}`, duration: warm, connections: PLAN.connections, rate });
+  const routes = Object.keys(LATENCY_PATH);
+  for (const route of routes) await load({ port: server.port, path: LATENCY_PATH[route], duration: warm, connections: PLAN.connections, rate });
   const runs = Object.fromEntries(routes.map((r) => [r, []]));
   for (let round = 0; round < rounds; round++) {
     log(`  ${label} ${framework} latency round ${round + 1}/${rounds}`);
     for (const route of rotate(routes, round)) {
-      const r = await load({ port: server.port, path: `/${route}`, duration, connections: PLAN.connections, rate });
+      const r = await load({ port: server.port, path: LATENCY_PATH[route], duration, connections: PLAN.connections, rate });
       checkRun(`${label} ${framework} latency /${route}`, r);
       runs[route].push(r);
     }
@@ -355,6 +384,29 @@ async function overloadSuite(label, server) {
   };
 }
 
+/**
+ * Several processes' scheduler results: medians of each task's time (shown),
+ * and medians over processes of each task's speed relative to the bare loop
+ * of the same process (`vsBare`, what the targets use).
+ */
+function mergeScheduler(runs) {
+  const ms = {};
+  for (const k of Object.keys(runs[0].ms)) ms[k] = median(runs.map((r) => r.ms[k]));
+  const n = runs[0].n;
+  const vsBare = {};
+  for (const k of Object.keys(runs[0].ms)) vsBare[k] = median(runs.map((r) => r.ms.bare / r.ms[k]));
+  return {
+    n,
+    rounds: runs[0].rounds,
+    processes: runs.length,
+    ms,
+    callsPerSec: Object.fromEntries(Object.entries(ms).map(([k, v]) => [k, n / (v / 1000)])),
+    vsBare,
+    rdVsPoppinss: median(runs.map((r) => r.ms.poppinss / r.ms.rd)),
+    perProcess: runs.map((r) => r.callsPerSec),
+  };
+}
+
 // ---------------------------------------------------------------------------
 
 async function measureNode(major) {
@@ -407,6 +459,16 @@ async function measureNode(major) {
   await step('micro', async () => {
     log(`  N${major} micro-benchmarks`);
     res.micro = await runChild(node, [], 'micro.mjs', { quick: QUICK });
+    // The scheduler again in fresh processes. This machine's speed drifts by
+    // up to 1.5× over seconds (a plain integer loop does too), so absolute
+    // times are one sample each; the targets use the median over processes
+    // of the in-process ratios, whose tasks run interleaved.
+    const runs = [res.micro.scheduler];
+    for (let i = 1; i < (QUICK ? 1 : 3); i++) {
+      await pause(100);
+      runs.push((await runChild(node, [], 'micro.mjs', { quick: QUICK, only: ['scheduler'] })).scheduler);
+    }
+    res.micro.scheduler = mergeScheduler(runs);
     await pause(100);
   });
   await step('memory', async () => {
@@ -478,14 +540,17 @@ async function main() {
   const buildNote = await ensureBuilt();
   const revisionNote = revision();
   snapshotDist();
+  const machineInfo = machine(); // before pinning: nproc counts the CPUs this process may use
+  PIN = pinPlan();
   const results = {
     date: new Date().toISOString(),
     quick: QUICK,
     plan: PLAN,
     buildNote,
     revision: revisionNote,
-    machine: machine(),
+    machine: machineInfo,
     runner: process.version,
+    pinned: PIN === undefined ? undefined : `runner and autocannon on CPU ${PIN.runner}, measured processes on CPU ${PIN.children} (taskset)`,
     nodes: [],
   };
   log(`request-defer bench (${QUICK ? 'quick' : 'full'}): Node ${majors.join(', ')}; suites ${only.join(', ')}`);

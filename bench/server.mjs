@@ -2,7 +2,7 @@
 //
 //   node bench/server.mjs '<json config>'
 //
-// config: { framework: 'express' | 'koa', suite: 'throughput' | 'latency' | 'overload', variant?, defer? }
+// config: { framework: 'express' | 'koa', suite: 'throughput' | 'latency' | 'overload' variant?, defer? }
 // It listens on 127.0.0.1 (ephemeral port) and prints `LISTENING <port>`.
 // Routes under /__ are answered by a plain node:http layer in front of the
 // app (never through the app's middleware):
@@ -44,15 +44,16 @@ async function loadLibrary() {
 // ---------------------------------------------------------------------------
 // Throughput variants: one no-op unit of deferred work per request.
 
-async function expressApp() {
+async function expressApp(variant) {
   const { default: express } = await import('express');
   const app = express(); // default settings, as a hello-world app has them
-  if (suite === 'throughput') {
+  if (variant !== undefined) {
     switch (variant) {
       case 'bare':
         app.get('/', (req, res) => res.send(HELLO));
         break;
-      case 'floor': {
+      case 'floor':
+      case 'floor-aa': { // floor-aa: the same code in a second process (A/A control)
         // The floor of this design: one AsyncLocalStorage.run, one 'close' listener, an array.
         const als = new AsyncLocalStorage();
         app.use((req, res, next) => {
@@ -130,17 +131,18 @@ async function expressApp() {
   return app;
 }
 
-async function koaApp() {
+async function koaApp(variant) {
   const { default: Koa } = await import('koa');
   const app = new Koa();
-  if (suite === 'throughput') {
+  if (variant !== undefined) {
     switch (variant) {
       case 'bare':
         app.use((ctx) => {
           ctx.body = HELLO;
         });
         break;
-      case 'floor': {
+      case 'floor':
+      case 'floor-aa': { // floor-aa: the same code in a second process (A/A control)
         const als = new AsyncLocalStorage();
         app.use((ctx, next) => {
           const fns = [];
@@ -280,7 +282,8 @@ async function control(req, res) {
   res.end(JSON.stringify(body));
 }
 
-const handler = framework === 'express' ? await expressApp() : await koaApp();
+const makeApp = framework === 'express' ? expressApp : koaApp;
+const handler = await makeApp(suite === 'throughput' ? variant : undefined);
 const server = createServer((req, res) => {
   if (req.url.startsWith('/__')) {
     control(req, res).catch((error) => {

@@ -9,11 +9,14 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 /**
  * Starts bench/server.mjs with `config` under `node` (a binary path) and
- * resolves once it listens. `execArgv` are extra Node flags.
+ * resolves once it listens. `execArgv` are extra Node flags; `cpu` pins it
+ * to that CPU (taskset, see pinPlan() in run.mjs).
  */
-export function startServer(node, execArgv, config) {
+export function startServer(node, execArgv, config, { cpu } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(node, [...execArgv, SERVER, JSON.stringify(config)], {
+    let argv = [node, ...execArgv, SERVER, JSON.stringify(config)];
+    if (cpu !== undefined) argv = ['taskset', '-c', cpu, ...argv];
+    const child = spawn(argv[0], argv.slice(1), {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, NODE_ENV: 'production' },

@@ -3,6 +3,7 @@
 export const VARIANT_LABEL = {
   bare: 'bare app',
   floor: 'floor: ALS.run + close listener + array',
+  'floor-aa': 'floor again, second process (A/A control)',
   hand: 'hand-rolled: on-finished + array (no ALS)',
   rd: 'request-defer, one defer() per request',
   'rd-idle': 'request-defer, no defer() call',
@@ -19,52 +20,160 @@ const nodeLabel = (n) => (n.major === '22acf' ? 'N22+ACF' : `N${n.major}`);
 // ---------------------------------------------------------------------------
 // Targets (SPEC.md "Performance", issue 6). A target is a benchmark result,
 // never a test: missing one prints MISSED and does not fail the run.
+//
+// Each target gets one status:
+//   met        the figure meets the target.
+//   noise      missed by less than this run's measured resolution: the A/A
+//              control (two identical servers, or the same route twice)
+//              drifted further apart than the miss. Not a pass: the run
+//              cannot tell the two apart.
+//   explained  missed, and a control measured in the same run shows why
+//              (Node's own cost, or garbage collection of the live set);
+//              `why` names the measurement.
+//   missed     none of the above.
+
+export const STATUS_LABEL = { met: 'met', noise: 'within noise', explained: 'missed, explained', missed: '**MISSED**' };
+const STATUS_TEXT = { met: 'MET      ', noise: 'NOISE    ', explained: 'EXPLAINED', missed: 'MISSED   ' };
+
+/**
+ * The resolution of a median ratio in this run: the largest distance from 1
+ * of any A/A median (floor ÷ floor in a second process, per Node version and
+ * framework; /none ÷ /none for latency).
+ */
+export function resolution(results) {
+  const throughput = [];
+  const latency = [];
+  for (const n of results.nodes) {
+    for (const res of Object.values(n.throughput ?? {})) {
+      const r = res.variants['floor-aa']?.vsFloor;
+      const c = res.variants['floor-aa']?.cpuVsFloor;
+      if (Number.isFinite(r)) throughput.push(Math.abs(1 - r));
+      if (Number.isFinite(c)) throughput.push(Math.abs(1 - c));
+    }
+    for (const res of Object.values(n.latency ?? {})) {
+      const r = res.routes['none-aa']?.p99VsNone;
+      if (Number.isFinite(r)) latency.push(Math.abs(1 - r));
+    }
+  }
+  const max = (xs) => (xs.length === 0 ? undefined : Math.max(...xs));
+  return { throughput: max(throughput), latency: max(latency) };
+}
 
 export function evaluateTargets(results) {
   const t = [];
-  const add = (node, what, value, shown, target, met) => t.push({ node: nodeLabel(node), what, value, shown, target, met });
+  const res0 = resolution(results);
+  const add = (node, what, value, shown, target, status, why) => t.push({ node: nodeLabel(node), what, value, shown, target, status, met: status === 'met', why });
+  /** met, else noise when the miss is within the resolution `band`. */
+  const judge = (ok, miss, band) => (ok ? 'met' : band !== undefined && miss <= band ? 'noise' : 'missed');
+  const band = (x) => (x === undefined ? '' : `±${f(x * 100, 1)}%`);
   for (const n of results.nodes) {
     for (const [fw, res] of Object.entries(n.throughput ?? {})) {
       const rd = res.variants.rd;
       if (rd === undefined) continue;
       const cpu = (x) => (Number.isFinite(x) ? ` (by CPU per request: ${f(x, 3)}×)` : '');
-      add(n, `${FW[fw]}: request-defer req/s vs floor`, rd.vsFloor, `${f(rd.vsFloor, 3)}×${cpu(rd.cpuVsFloor)}`, '≥ 0.98×', rd.vsFloor >= 0.98);
+      const aaNote = res0.throughput === undefined ? undefined : `A/A resolution of this run ${band(res0.throughput)}`;
+      add(n, `${FW[fw]}: request-defer req/s vs floor`, rd.vsFloor, `${f(rd.vsFloor, 3)}×${cpu(rd.cpuVsFloor)}`, '≥ 0.98×', judge(rd.vsFloor >= 0.98, 0.98 - rd.vsFloor, res0.throughput), aaNote);
       if (fw === 'express') {
-        add(n, `${FW[fw]}: request-defer req/s vs hand-rolled`, rd.vsHand, `${f(rd.vsHand, 3)}×${cpu(rd.cpuVsHand)}`, '≥ 1.05×', rd.vsHand >= 1.05);
+        add(n, `${FW[fw]}: request-defer req/s vs hand-rolled`, rd.vsHand, `${f(rd.vsHand, 3)}×${cpu(rd.cpuVsHand)}`, '≥ 1.05×', judge(rd.vsHand >= 1.05, 1.05 - rd.vsHand, res0.throughput), aaNote);
       }
     }
     for (const [fw, res] of Object.entries(n.latency ?? {})) {
       const r = res.routes.deferred.p99VsNone;
-      add(n, `${FW[fw]}: p99 with 20 ms deferred work ÷ p99 with none (${res.rate} req/s)`, r, `${f(r, 3)}×`, '≤ 1.10×', r <= 1.1);
+      add(n, `${FW[fw]}: p99 with 20 ms deferred work ÷ p99 with none (${res.rate} req/s)`, r, `${f(r, 3)}×`, '≤ 1.10×', judge(r <= 1.1, r - 1.1, res0.latency), res0.latency === undefined ? undefined : `A/A (/none ÷ /none) resolution of this run ${band(res0.latency)}`);
     }
     if (n.overload) {
       const o = n.overload;
-      add(n, `overload ${f(o.overloadFactor, 1)}×: peak queued vs maxQueued ${o.maxQueued}`, o.peakQueued, String(o.peakQueued), `≤ ${o.maxQueued}`, o.peakQueued <= o.maxQueued);
+      add(n, `overload ${f(o.overloadFactor, 1)}×: peak queued vs maxQueued ${o.maxQueued}`, o.peakQueued, String(o.peakQueued), `≤ ${o.maxQueued}`, o.peakQueued <= o.maxQueued ? 'met' : 'missed');
       const d = (o.afterDrain - o.baseline) / MB;
-      add(n, 'overload: heap after drain + GC − baseline', d, `${f(d)} MB`, '≤ 5 MB', d <= 5);
+      add(n, 'overload: heap after drain + GC − baseline', d, `${f(d)} MB`, '≤ 5 MB', d <= 5 ? 'met' : 'missed');
     }
     if (n.micro) {
       const m = n.micro;
-      const ns = m.deferCost.defer.medianNs;
-      add(n, 'defer() median cost inside a scope', ns, `${f(ns, 0)} ns`, '≤ 1000 ns', ns <= 1000);
-      const s = m.scheduler.callsPerSec;
-      const vsBare = s.rd / s.bare;
-      const restoreNote = s.restore === undefined ? '' : ` (context-restore floor: ${f((s.restore / s.bare) * 100, 0)}%)`;
-      add(n, `scheduler: ${m.scheduler.n} async callbacks vs bare await loop (same process)`, vsBare, `${f(vsBare * 100, 0)}%${restoreNote}`, '≥ 50%', vsBare >= 0.5);
-      const vsPop = s.rd / s.poppinss;
-      add(n, 'scheduler vs @poppinss/defer queue', vsPop, `${f(vsPop, 2)}×`, '≥ 20×', vsPop >= 20);
-      for (const kind of ['unnamed', 'named']) {
-        const r = m.linear[`${kind}Ratio`];
-        add(n, `linear growth, ${kind}: 100 000 ÷ 10 000 callbacks in one scope`, r, `${f(r, 1)}× (floor control: ${f(m.linear.floorRatio, 1)}×)`, '≈ 10× (≤ 12×)', r <= 12);
+      if (m.deferCost) {
+        const ns = m.deferCost.defer.medianNs;
+        add(n, 'defer() median cost inside a scope', ns, `${f(ns, 0)} ns`, '≤ 1000 ns', ns <= 1000 ? 'met' : 'missed');
+      }
+      if (m.lifecycle && n.throughput) {
+        // The in-process cost each middleware adds, on top of the bare app's
+        // measured server CPU per request: the ratio it implies.
+        for (const [fw, res] of Object.entries(n.throughput)) {
+          const bareUs = res.variants.bare?.cpuUs;
+          if (!Number.isFinite(bareUs)) continue;
+          const add1 = (k) => (m.lifecycle[k].medianNs - m.lifecycle.bare.medianNs) / 1000;
+          const implied = (bareUs + add1('floor')) / (bareUs + add1('rd'));
+          add(n, `${FW[fw]}: request-defer vs floor implied by the in-process lifecycle cost (bare ${f(bareUs, 1)} µs/request)`, implied, `${f(implied, 3)}× (+${f((m.lifecycle.rd.medianNs - m.lifecycle.floor.medianNs) / 1000, 2)} µs/request over the floor)`, '≥ 0.98×', implied >= 0.98 ? 'met' : 'missed');
+        }
+      }
+      if (m.scheduler) {
+        const s = m.scheduler.callsPerSec;
+        // Medians over processes of in-process ratios when several processes ran.
+        const r = m.scheduler.vsBare ?? Object.fromEntries(Object.entries(s).map(([k, v]) => [k, v / s.bare]));
+        const vsBare = r.rd;
+        const restore = r.restore;
+        const minimal = r.minimal;
+        const restoreNote = Number.isFinite(restore) ? ` (controls: context restore ${f(restore * 100, 0)}%, minimal engine ${f(minimal * 100, 0)}%)` : '';
+        const schedStatus = vsBare >= 0.5 ? 'met' : minimal < 0.5 ? 'explained' : 'missed';
+        add(
+          n,
+          `scheduler: ${m.scheduler.n} async callbacks vs bare await loop (median of ${m.scheduler.processes ?? 1} processes)`,
+          vsBare,
+          `${f(vsBare * 100, 0)}%${restoreNote}`,
+          '≥ 50%',
+          schedStatus,
+          schedStatus === 'explained'
+            ? `the minimal engine control (a record per callback, its context restored, failures caught: nothing else) reaches only ${f(minimal * 100, 0)}% of the bare loop on this Node; context restore alone ${f(restore * 100, 0)}%`
+            : undefined,
+        );
+        const vsPop = m.scheduler.rdVsPoppinss ?? s.rd / s.poppinss;
+        const popStatus = vsPop >= 20 ? 'met' : 20 * r.poppinss > 1 ? 'explained' : 'missed';
+        add(
+          n,
+          'scheduler vs @poppinss/defer queue',
+          vsPop,
+          `${f(vsPop, 2)}×`,
+          '≥ 20×',
+          popStatus,
+          popStatus === 'explained' ? `@poppinss/defer runs ${f(s.poppinss / 1e6, 2)} M calls/s here: 20× that is ${f(20 * r.poppinss, 1)}× the bare await loop itself` : undefined,
+        );
+      }
+      if (m.linear?.ratio) {
+        const L = m.linear;
+        for (const kind of ['unnamed', 'named']) {
+          const r = L.ratio[kind];
+          const mr = L.mutatorRatio[kind];
+          const control = kind === 'named' ? Math.max(L.mutatorRatio.map, L.mutatorRatio.restore) : L.mutatorRatio.restore;
+          // Named: a Map keyed by name is part of the rule (a name replaces the
+          // earlier callback of that name); within 15 % of the Map control's
+          // own growth, the Map is the cause.
+          const mapBound = kind === 'named' ? 1.15 * L.mutatorRatio.map : 0;
+          const status = r <= 12 ? 'met' : mr <= 12 || mr <= mapBound ? 'explained' : 'missed';
+          const why =
+            status === 'explained'
+              ? mr <= 12
+                ? 'without the GC pauses the growth is ≤ 12×: the rest is the collector copying a ten times larger live set'
+                : `a Map keyed by name alone grows ${f(L.mutatorRatio.map, 1)}× without GC here (a 100 000-entry table no longer fits the CPU caches)`
+              : status === 'missed'
+                ? `control${kind === 'named' ? 's' : ''} doing only the unavoidable part: ${f(control, 1)}× without GC`
+                : undefined;
+          add(
+            n,
+            `linear growth, ${kind}: 100 000 ÷ 10 000 callbacks in one scope`,
+            r,
+            `${f(r, 1)}× (without GC pauses: ${f(mr, 1)}×; controls without GC: floor ${f(L.mutatorRatio.floor, 1)}×, restore ${f(L.mutatorRatio.restore, 1)}×${kind === 'named' ? `, Map by name ${f(L.mutatorRatio.map, 1)}×` : ''})`,
+            '≈ 10× (≤ 12×)',
+            status,
+            why,
+          );
+        }
       }
     }
     if (n.memory) {
       const d = (n.memory.afterDrain - n.memory.baseline) / MB;
-      add(n, `memory: heap after ${int(n.memory.scopes)} deferring scopes, drain + GC − baseline`, d, `${f(d)} MB`, '≤ 5 MB', d <= 5);
+      add(n, `memory: heap after ${int(n.memory.scopes)} deferring scopes, drain + GC − baseline`, d, `${f(d)} MB`, '≤ 5 MB', d <= 5 ? 'met' : 'missed');
     }
     if (n.promises) {
       const worst = Math.max(...Object.values(n.promises.adapters).map((a) => a.sync.promisesPerRequest));
-      add(n, 'promises created on a sync callback\'s terminate path (per request, worst adapter)', worst, f(worst, 2), '0', worst === 0);
+      add(n, 'promises created on a sync callback\'s terminate path (per request, worst adapter)', worst, f(worst, 2), '0', worst === 0 ? 'met' : 'missed');
     }
   }
   return t;
@@ -117,6 +226,7 @@ function sections(results) {
       title: `Throughput: ${p.connections} connections, ${p.throughput.rounds} alternating round(s) of ${p.throughput.duration} s per variant`,
       note:
         'req/s, p50 and p99 (ms) are medians over rounds; ×bare/×floor/×hand are medians of per-round req/s ratios (each round runs every variant once, in rotated order). ' +
+        'The A/A control row runs the floor\'s code in a second server process: its ×floor is what chance alone does to a ratio in this run. ' +
         'cpu µs/req is the server process\'s CPU time (user + system) per response; its ratios (cpu×…, inverse CPU cost) are far less sensitive to other load on the machine than req/s.',
       head: ['node', 'framework', 'variant', 'req/s', 'p50 ms', 'p99 ms', '×bare', '×floor', '×hand', 'cpu µs/req', 'cpu×bare', 'cpu×floor', 'cpu×hand'],
       align: ['l', 'l', 'l'],
@@ -137,6 +247,7 @@ function sections(results) {
         `${f(r.inline.p50)} / ${f(r.inline.p99)}`,
         f(r.deferred.p99VsNone, 3),
         f(r.inline.p99VsNone, 2),
+        r['none-aa'] === undefined ? '—' : f(r['none-aa'].p99VsNone, 3),
         res.dropped,
       ]);
     }
@@ -146,8 +257,9 @@ function sections(results) {
       title: `Latency isolation: fixed rate (autocannon -R), ${p.latency.rounds} alternating round(s) of ${p.latency.duration} s, concurrency raised to 1000 so no deferred callback waits`,
       note:
         'Routes: none (no deferred work), deferred (defer(() => sleep 20 ms)), inline (await sleep 20 ms before responding). ' +
-        'Latencies p50 / p99 in ms, exact (per response), over the responses of all rounds pooled; req/s is the median over rounds.',
-      head: ['node', 'framework', 'req/s', 'none p50/p99', 'deferred p50/p99', 'inline p50/p99', 'deferred p99 ÷ none', 'inline p99 ÷ none', 'dropped'],
+        'Latencies p50 / p99 in ms, exact (per response), over the responses of all rounds pooled; req/s is the median over rounds. ' +
+        'A/A: /none requested again in its own slot of each round; its p99 ÷ the first /none p99 is what chance alone does to the ratio.',
+      head: ['node', 'framework', 'req/s', 'none p50/p99', 'deferred p50/p99', 'inline p50/p99', 'deferred p99 ÷ none', 'inline p99 ÷ none', 'A/A: none p99 ÷ none', 'dropped'],
       align: ['l', 'l'],
       rows: lRows,
     });
@@ -186,29 +298,40 @@ function sections(results) {
   const mRows = [];
   const sRows = [];
   const lcRows = [];
+  const linRows = [];
   for (const n of nodes) {
     const m = n.micro;
     if (!m) continue;
-    mRows.push([nodeLabel(n), f(m.deferCost.defer.medianNs, 0), f(m.deferCost.deferNamed.medianNs, 0), f(m.deferCost.floorPush.medianNs, 0)]);
+    if (m.deferCost) mRows.push([nodeLabel(n), f(m.deferCost.defer.medianNs, 0), f(m.deferCost.deferNamed.medianNs, 0), f(m.deferCost.floorPush.medianNs, 0)]);
     const lc = m.lifecycle;
-    const added = (k) => `${f(lc[k].medianNs - lc.bare.medianNs, 0)}`;
-    lcRows.push([nodeLabel(n), f(lc.bare.medianNs, 0), added('floor'), added('hand'), added('rd'), added('rdIdle'), f(lc.rd.medianNs - lc.floor.medianNs, 0)]);
-    const c = m.scheduler.callsPerSec;
-    sRows.push([
-      nodeLabel(n),
-      f(c.barePristine / 1e6),
-      f(c.bare / 1e6),
-      f(c.alsLoop / 1e6),
-      c.restore === undefined ? '—' : f(c.restore / 1e6),
-      f(c.rd / 1e6),
-      f(c.poppinss / 1e6),
-      `${f((c.rd / c.bare) * 100, 0)}%`,
-      `${f((c.rd / c.barePristine) * 100, 0)}%`,
-      `${f(c.rd / c.poppinss, 2)}×`,
-      `${f(m.linear.ms['unnamed 10000'], 1)} → ${f(m.linear.ms['unnamed 100000'], 1)} (${f(m.linear.unnamedRatio, 1)}×)`,
-      `${f(m.linear.ms['named 10000'], 1)} → ${f(m.linear.ms['named 100000'], 1)} (${f(m.linear.namedRatio, 1)}×)`,
-      `${f(m.linear.ms['floor 10000'], 1)} → ${f(m.linear.ms['floor 100000'], 1)} (${f(m.linear.floorRatio, 1)}×)`,
-    ]);
+    if (lc) {
+      const added = (k) => `${f(lc[k].medianNs - lc.bare.medianNs, 0)}`;
+      lcRows.push([nodeLabel(n), f(lc.bare.medianNs, 0), added('floor'), added('hand'), added('rd'), added('rdIdle'), f(lc.rd.medianNs - lc.floor.medianNs, 0)]);
+    }
+    const c = m.scheduler?.callsPerSec;
+    if (c) {
+      sRows.push([
+        nodeLabel(n),
+        f(c.barePristine / 1e6),
+        f(c.bare / 1e6),
+        f(c.alsLoop / 1e6),
+        f(c.restore / 1e6),
+        f(c.minimal / 1e6),
+        f(c.rd / 1e6),
+        (m.scheduler.perProcess ?? []).map((x) => f(x.rd / 1e6)).join(' · ') || '—',
+        f(c.poppinss / 1e6),
+        `${f((m.scheduler.vsBare?.rd ?? c.rd / c.bare) * 100, 0)}%`,
+        `${f((m.scheduler.vsBare?.restore ?? c.restore / c.bare) * 100, 0)}%`,
+        `${f((m.scheduler.vsBare?.minimal ?? c.minimal / c.bare) * 100, 0)}%`,
+        `${f((c.rd / c.barePristine) * 100, 0)}%`,
+        `${f(m.scheduler.rdVsPoppinss ?? c.rd / c.poppinss, 2)}×`,
+      ]);
+    }
+    const L = m.linear;
+    if (L?.ratio) {
+      const cell = (kind) => `${f(L.ms[`${kind} 10000`], 2)} → ${f(L.ms[`${kind} 100000`], 1)} (${f(L.ratio[kind], 1)}×; ${f(L.mutatorRatio[kind], 1)}×)`;
+      linRows.push([nodeLabel(n), ...['unnamed', 'named', 'floor', 'restore', 'map'].map(cell)]);
+    }
   }
   if (mRows.length > 0) {
     out.push({
@@ -217,13 +340,32 @@ function sections(results) {
       align: ['l'],
       rows: mRows,
     });
+  }
+  if (sRows.length > 0) {
     out.push({
-      title: 'Scheduler throughput (M no-op async calls/s, 10 000 per iteration) and linear growth (ms per scope, 10 000 → 100 000 callbacks)',
-      note: '"bare (no ALS)" is the loop in the same process before any AsyncLocalStorage was enabled; every other column runs after the library\'s ALS is enabled, as in any process that uses it (on Node 20/22 that makes every promise pay an async_hooks hook). Targets compare with "bare loop".',
-      head: ['node', 'bare (no ALS)', 'bare loop', 'loop in ALS.run', 'context restore per call', 'request-defer', '@poppinss/defer', 'rd ÷ bare', 'rd ÷ bare (no ALS)', 'rd ÷ poppinss', 'linear unnamed', 'linear named', 'linear control (floor)'],
+      title: 'Scheduler throughput (M no-op async calls/s, 10 000 per iteration)',
+      note:
+        '"bare (no ALS)" is the loop in the same process before any AsyncLocalStorage was enabled; every other column runs after the library\'s ALS is enabled, as in any process that uses it (on Node 20/22 that makes every promise pay an async_hooks hook). Targets compare with "bare loop". ' +
+        '"context restore" is the control doing only what semantic 11 needs: an AsyncResource per callback, each callback awaited through runInAsyncScope. ' +
+        '"minimal engine" adds only what any correct engine must: a record per callback (function, captured context, state) released after it ran, failures caught and counted; no slots, timeouts, ordering, nesting, tracing or time slicing. Calls/s are medians over 3 fresh processes (per process: the "rd per process" column); the ÷ columns are medians over processes of the ratio within each process, where the tasks run interleaved over rounds.',
+      head: ['node', 'bare (no ALS)', 'bare loop', 'loop in ALS.run', 'context restore per call', 'minimal engine', 'request-defer', 'rd per process', '@poppinss/defer', 'rd ÷ bare', 'restore ÷ bare', 'minimal ÷ bare', 'rd ÷ bare (no ALS)', 'rd ÷ poppinss'],
       align: ['l'],
       rows: sRows,
     });
+  }
+  if (linRows.length > 0) {
+    const L = nodes.find((n) => n.micro?.linear?.ratio).micro.linear;
+    out.push({
+      title: `Linear growth: ms per scope of 10 000 → 100 000 callbacks (ratio; ratio without GC pauses)`,
+      note:
+        `Equal work per size: ${int(L.total)} callbacks per sample (scopes of 10 000 against scopes of 100 000), ${L.rounds} interleaved round(s), medians; the second ratio leaves out the GC pauses a PerformanceObserver saw. ` +
+        'Controls: floor (an array of pre-made closures awaited in turn), restore (an AsyncResource retained per callback, run through runInAsyncScope), Map (get + set per name, get + delete per start).',
+      head: ['node', 'request-defer, unnamed', 'request-defer, named', 'control: floor', 'control: restore', 'control: Map by name'],
+      align: ['l'],
+      rows: linRows,
+    });
+  }
+  if (lcRows.length > 0) {
     out.push({
       title: 'Request lifecycle without the network (ns per request: bare, then what each middleware adds to it)',
       note: 'In-process, a response stand-in goes through middleware → handler (one no-op deferred) → finish → close; medians of batch means. Far less sensitive to other load than req/s: compare the added cost with the server CPU per request of the throughput table.',
@@ -267,7 +409,12 @@ function sections(results) {
 }
 
 function targetLines(results) {
-  return results.targets.map((t) => `${t.met ? 'MET   ' : 'MISSED'}  ${t.node.padEnd(8)} ${t.what}: ${t.shown} (target ${t.target})`);
+  return results.targets.map((t) => `${STATUS_TEXT[t.status]}  ${t.node.padEnd(8)} ${t.what}: ${t.shown} (target ${t.target})${t.why ? ` [${t.why}]` : ''}`);
+}
+
+function tally(results) {
+  const count = (s) => results.targets.filter((t) => t.status === s).length;
+  return `${count('met')} met, ${count('noise')} within noise, ${count('explained')} missed and explained, ${count('missed')} missed`;
 }
 
 function headerLines(results) {
@@ -278,6 +425,7 @@ function headerLines(results) {
     `Node versions: ${versions}`,
     `request-defer: ${results.revision}`,
     `Machine: nproc ${m.nproc}, ${m.cpu}, ${m.memGiB} GiB, ${m.os}; load average ${m.loadStart.join(' ')} at start, ${m.loadEnd?.join(' ')} at end`,
+    `CPU pinning: ${results.pinned ?? 'none'}`,
     'Other processes (other agents\' test runs) may have been running on this machine: absolute numbers are noisy, ratios within a round are the figures to read.',
     `Elapsed: ${results.elapsedSec} s${results.buildNote ? ` (${results.buildNote})` : ''}`,
   ];
@@ -291,8 +439,7 @@ export function renderText(results) {
     lines.push(table(s.head, s.rows, s.align), '');
   }
   lines.push('Targets', ...targetLines(results));
-  const missed = results.targets.filter((t) => !t.met).length;
-  lines.push(`${results.targets.length - missed} met, ${missed} missed`, '');
+  lines.push(tally(results), '');
   return `${lines.join('\n')}\n`;
 }
 
@@ -308,10 +455,12 @@ export function renderMarkdown(results) {
     '',
     '## Targets',
     '',
+    `${tally(results)}. "Within noise": missed by less than the A/A control of this run drifted (not a pass: the run cannot tell the two apart). "Missed, explained": a control measured in the same run shows the cause. See [docs/benchmarks.md](../docs/benchmarks.md#reading-the-targets).`,
+    '',
     mdTable(
-      ['', 'node', 'what', 'result', 'target'],
-      results.targets.map((t) => [t.met ? 'met' : '**MISSED**', t.node, t.what, t.shown, t.target]),
-      ['l', 'l', 'l'],
+      ['', 'node', 'what', 'result', 'target', 'measured cause / resolution'],
+      results.targets.map((t) => [STATUS_LABEL[t.status], t.node, t.what, t.shown, t.target, t.why ?? '']),
+      ['l', 'l', 'l', 'r', 'r', 'l'],
     ),
     '',
   ];
