@@ -50,7 +50,7 @@ if (args.help) {
   --render F re-render the tables, results.md and chart.svg from a saved results.json (no measuring)
   --profile  run the throughput servers with --cpu-prof into bench/.raw/profiles/
              (summarise one with: node bench/profile-summary.mjs FILE.cpuprofile)
-  --variants throughput variants to run (default all: ${['bare', 'floor', 'floor-aa', 'hand', 'rd', 'rd-idle', 'poppinss'].join(',')})
+  --variants throughput variants to run (default: bare,floor,floor-aa,hand,rd,poppinss; also rd-idle)
   --no-pin   do not pin the servers and the load generator to separate CPUs
   --rounds N, --duration S   override the throughput rounds and seconds per round (A/B runs)
 `);
@@ -82,8 +82,8 @@ const PLAN = QUICK
     }
   : {
       connections: 50,
-      throughput: { rounds: 3, warm: 0.5, duration: 1.25 },
-      latency: { rounds: 3, warm: 0.4, duration: 1.2, rate: 1000 },
+      throughput: { rounds: 3, warm: 0.5, duration: 1 },
+      latency: { rounds: 3, warm: 0.4, duration: 1, rate: 1000 },
       overload: { warm: 0.5, duration: 3, rate: 2000, concurrency: 4, maxQueued: 200 },
       memory: { scopes: 100_000 },
     };
@@ -93,7 +93,12 @@ const FRAMEWORKS = ['express', 'koa'];
 // floor-aa runs the floor's code in a second process: the A/A control that
 // shows how far two identical servers' ratios drift apart in this run.
 const ALL_VARIANTS = ['bare', 'floor', 'floor-aa', 'hand', 'rd', 'rd-idle', 'poppinss'];
-const VARIANTS = args.variants ? args.variants.split(',').map((s) => s.trim()) : ALL_VARIANTS;
+// rd-idle (the middleware without a defer()) is left out by default to keep
+// the full run under 10 minutes; the lifecycle micro-benchmark measures it.
+const DEFAULT_VARIANTS = ALL_VARIANTS.filter((v) => v !== 'rd-idle');
+const VARIANTS = args.variants ? args.variants.split(',').map((s) => s.trim()) : DEFAULT_VARIANTS;
+/** The Node 22 --experimental-async-context-frame run of Koa: the target's variants only. */
+const ACF_VARIANTS = VARIANTS.filter((v) => ['bare', 'floor', 'hand', 'rd'].includes(v));
 for (const v of VARIANTS) if (!ALL_VARIANTS.includes(v)) fail(`unknown variant "${v}" (known: ${ALL_VARIANTS.join(', ')})`);
 const ACF = '--experimental-async-context-frame';
 
@@ -246,9 +251,9 @@ async function startAll(specs) {
   return started;
 }
 
-function throughputSpecs(label, node, execArgv, framework) {
+function throughputSpecs(label, node, execArgv, framework, variants) {
   const tag = `${label}-${framework}`;
-  return VARIANTS.map((variant) => ({
+  return variants.map((variant) => ({
     key: `throughput:${framework}:${variant}`,
     node,
     execArgv: serverFlags(execArgv, variant, tag),
@@ -256,31 +261,43 @@ function throughputSpecs(label, node, execArgv, framework) {
   }));
 }
 
-async function throughputSuite(label, framework, servers) {
+/**
+ * Every round starts a fresh server process per variant: a server process
+ * keeps whatever speed it started with (two processes of the same code
+ * differed by 20 % in CPU per request, for all their rounds), so servers
+ * kept across rounds would freeze one draw per variant into every round.
+ */
+async function throughputSuite(label, node, execArgv, framework, variants = VARIANTS) {
   const { rounds, warm, duration } = PLAN.throughput;
-  for (const variant of VARIANTS) await load({ port: servers[variant].port, duration: warm, connections: PLAN.connections });
-  const runs = Object.fromEntries(VARIANTS.map((v) => [v, []]));
+  const runs = Object.fromEntries(variants.map((v) => [v, []]));
   for (let round = 0; round < rounds; round++) {
-    log(`  ${label} ${framework} throughput round ${round + 1}/${rounds}`);
-    for (const variant of rotate(VARIANTS, round)) {
-      const { port } = servers[variant];
-      const cpu0 = await getJSON(port, '/__cpu');
-      const r = await load({ port, duration, connections: PLAN.connections });
-      const cpu1 = await getJSON(port, '/__cpu');
-      r.cpuUs = (cpu1.us - cpu0.us) / r.requests; // server CPU µs per request
-      r.cpuRps = 1e6 / r.cpuUs; // req/s one fully available core would serve
-      checkRun(`${label} ${framework} ${variant}`, r);
-      delete r.samples;
-      runs[variant].push(r);
+    log(`  ${label} ${framework} throughput round ${round + 1}/${rounds}: ${variants.length} fresh servers`);
+    const started = await startAll(throughputSpecs(`${label}-r${round + 1}`, node, execArgv, framework, variants));
+    try {
+      const servers = Object.fromEntries(variants.map((v, i) => [v, started[i]]));
+      for (const variant of variants) await load({ port: servers[variant].port, duration: warm, connections: PLAN.connections });
+      for (const variant of rotate(variants, round)) {
+        const { port } = servers[variant];
+        const cpu0 = await getJSON(port, '/__cpu');
+        const r = await load({ port, duration, connections: PLAN.connections });
+        const cpu1 = await getJSON(port, '/__cpu');
+        r.cpuUs = (cpu1.us - cpu0.us) / r.requests; // server CPU µs per request
+        r.cpuRps = 1e6 / r.cpuUs; // req/s one fully available core would serve
+        checkRun(`${label} ${framework} ${variant}`, r);
+        delete r.samples;
+        runs[variant].push(r);
+      }
+    } finally {
+      await Promise.all(started.map((srv) => srv.stop()));
     }
   }
-  const variants = {};
+  const out = {};
   const aa = runs['floor-aa'] === undefined ? undefined : {
     rounds: runs['floor-aa'].map((r, i) => +(r.rps / runs.floor[i].rps).toFixed(3)),
     cpuRounds: runs['floor-aa'].map((r, i) => +(r.cpuRps / runs.floor[i].cpuRps).toFixed(3)),
   };
-  for (const v of VARIANTS) {
-    variants[v] = {
+  for (const v of variants) {
+    out[v] = {
       rps: median(runs[v].map((r) => r.rps)),
       p50: median(runs[v].map((r) => r.p50)),
       p99: median(runs[v].map((r) => r.p99)),
@@ -294,7 +311,7 @@ async function throughputSuite(label, framework, servers) {
       cpuVsHand: ratio(runs, v, 'hand', 'cpuRps'),
     };
   }
-  return { variants, aa };
+  return { variants: out, aa };
 }
 
 // concurrency raised so the deferred work never waits: at `rate` req/s with
@@ -423,10 +440,9 @@ async function measureNode(major) {
       log(`  ${suite} FAILED: ${error.message}`);
     }
   };
-  // Every server of this Node version starts up front (idle servers cost
-  // nothing; startup is slow on a loaded machine), and stops at the end.
+  // The latency and overload servers start up front (idle servers cost
+  // nothing) and stop at the end; the throughput suite starts its own per round.
   const specs = [];
-  if (only.includes('throughput')) for (const fw of FRAMEWORKS) specs.push(...throughputSpecs(`N${major}`, node, [], fw));
   if (only.includes('latency')) for (const fw of FRAMEWORKS) specs.push(latencySpec(node, [], fw));
   if (only.includes('overload')) specs.push(overloadSpec(node, []));
   let servers = [];
@@ -440,11 +456,10 @@ async function measureNode(major) {
     }
   }
   const byKey = Object.fromEntries(specs.map((spec, i) => [spec.key, servers[i]]));
-  const variantsOf = (fw) => Object.fromEntries(VARIANTS.map((v) => [v, byKey[`throughput:${fw}:${v}`]]));
   try {
     await step('throughput', async () => {
       res.throughput = {};
-      for (const fw of FRAMEWORKS) res.throughput[fw] = await throughputSuite(`N${major}`, fw, variantsOf(fw));
+      for (const fw of FRAMEWORKS) res.throughput[fw] = await throughputSuite(`N${major}`, node, [], fw);
     });
     await step('latency', async () => {
       res.latency = {};
@@ -484,14 +499,7 @@ async function measureNode(major) {
   if (major === '22' && !QUICK && only.includes('throughput')) {
     const acf = { major: '22acf', version: `${version} ${ACF}`, execArgv: [ACF], throughput: {} };
     await step('throughput', async () => {
-      const acfSpecs = throughputSpecs('N22acf', node, [ACF], 'koa');
-      log(`  N22acf: starting ${acfSpecs.length} servers`);
-      const started = await startAll(acfSpecs);
-      try {
-        acf.throughput.koa = await throughputSuite('N22acf', 'koa', Object.fromEntries(VARIANTS.map((v, i) => [v, started[i]])));
-      } finally {
-        await Promise.all(started.map((s) => s.stop()));
-      }
+      acf.throughput.koa = await throughputSuite('N22acf', node, [ACF], 'koa', ACF_VARIANTS);
     });
     out.push(acf);
   }
