@@ -28,6 +28,7 @@ import onFinished from 'on-finished';
 
 const { defer, withDefer } = await importPackage();
 const { deferMiddleware } = await importPackage('express');
+const { deferMiddleware: deferKoaMiddleware } = await importPackage('koa');
 const { quick = false, only } = JSON.parse(process.argv[2] ?? '{}');
 // `only`: the sections to run (default all). The runner repeats the scheduler
 // section in fresh processes: one process's JIT can land in a slow or a fast
@@ -130,6 +131,8 @@ if (want('lifecycle')) {
   const req = {};
   const floorAls = new AsyncLocalStorage();
   const rdMw = deferMiddleware();
+  const rdKoaMw = deferKoaMiddleware();
+  const done = Promise.resolve();
   const variants = {
     bare: () => {
       const res = new FakeResponse();
@@ -166,6 +169,29 @@ if (want('lifecycle')) {
     rdIdle: () => {
       const res = new FakeResponse();
       rdMw(req, res, () => res.end());
+    },
+    // Koa's shape: middleware(ctx, next), next() returns a promise.
+    floorKoa: () => {
+      const res = new FakeResponse();
+      const ctx = { res };
+      const fns = [];
+      res.once('close', () => {
+        for (const fn of fns) fn();
+      });
+      return floorAls.run(fns, () => {
+        floorAls.getStore().push(noop);
+        ctx.res.end();
+        return done;
+      });
+    },
+    rdKoa: () => {
+      const res = new FakeResponse();
+      const ctx = { res };
+      return rdKoaMw(ctx, () => {
+        defer(noop);
+        ctx.res.end();
+        return done;
+      });
     },
   };
   const names = Object.keys(variants);
@@ -332,20 +358,28 @@ if (want('linear')) {
   const tick = () => new Promise((resolve) => setImmediate(resolve));
   const rounds = quick ? 1 : 3;
   const samples = {};
-  for (const [kind, run] of Object.entries(cases)) {
-    for (let i = 0; i < 3; i++) await run(10_000); // warm-up
-    await run(100_000);
-    for (let round = 0; round < rounds; round++) {
-      for (const n of sizes) {
+  const kinds = Object.keys(cases);
+  for (const kind of kinds) {
+    for (let i = 0; i < 3; i++) await cases[kind](10_000); // warm-up
+    await cases[kind](100_000);
+  }
+  // Rounds outermost, kinds rotated and sizes alternated inside each, so a
+  // slow stretch of the machine does not land on one kind or one size.
+  for (let round = 0; round < rounds; round++) {
+    for (let k = 0; k < kinds.length; k++) {
+      const kind = kinds[(k + round) % kinds.length];
+      const order = (k + round) % 2 === 0 ? sizes : [...sizes].reverse();
+      for (const n of order) {
         const scopes = TOTAL / n;
         const t0 = performance.now();
-        for (let i = 0; i < scopes; i++) await run(n);
+        for (let i = 0; i < scopes; i++) await cases[kind](n);
         const t1 = performance.now();
         await tick(); // gc entries are delivered asynchronously
         await tick();
         const gc = gcWithin(t0, t1);
-        ((samples[`${kind} ${n}`] ??= { ms: [], mutatorMs: [] }).ms).push((t1 - t0) / scopes);
-        samples[`${kind} ${n}`].mutatorMs.push((t1 - t0 - gc) / scopes);
+        const sample = (samples[`${kind} ${n}`] ??= { ms: [], mutatorMs: [] });
+        sample.ms.push((t1 - t0) / scopes);
+        sample.mutatorMs.push((t1 - t0 - gc) / scopes);
       }
     }
   }

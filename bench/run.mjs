@@ -50,7 +50,7 @@ if (args.help) {
   --render F re-render the tables, results.md and chart.svg from a saved results.json (no measuring)
   --profile  run the throughput servers with --cpu-prof into bench/.raw/profiles/
              (summarise one with: node bench/profile-summary.mjs FILE.cpuprofile)
-  --variants throughput variants to run (default: bare,floor,floor-aa,hand,rd,poppinss; also rd-idle)
+  --variants throughput variants to run (default: bare,floor-aa,hand,floor,poppinss,rd; also rd-idle)
   --no-pin   do not pin the servers and the load generator to separate CPUs
   --rounds N, --duration S   override the throughput rounds and seconds per round (A/B runs)
 `);
@@ -92,13 +92,16 @@ if (args.duration) PLAN.throughput.duration = Number(args.duration);
 const FRAMEWORKS = ['express', 'koa'];
 // floor-aa runs the floor's code in a second process: the A/A control that
 // shows how far two identical servers' ratios drift apart in this run.
-const ALL_VARIANTS = ['bare', 'floor', 'floor-aa', 'hand', 'rd', 'rd-idle', 'poppinss'];
+// floor-aa sits as far from floor in the rotation as rd does (two slots), so
+// the control measures the same kind of pair as the target.
+const ALL_VARIANTS = ['bare', 'floor-aa', 'hand', 'floor', 'poppinss', 'rd', 'rd-idle'];
 // rd-idle (the middleware without a defer()) is left out by default to keep
 // the full run under 10 minutes; the lifecycle micro-benchmark measures it.
 const DEFAULT_VARIANTS = ALL_VARIANTS.filter((v) => v !== 'rd-idle');
 const VARIANTS = args.variants ? args.variants.split(',').map((s) => s.trim()) : DEFAULT_VARIANTS;
 /** The Node 22 --experimental-async-context-frame run of Koa: the target's variants only. */
-const ACF_VARIANTS = VARIANTS.filter((v) => ['bare', 'floor', 'hand', 'rd'].includes(v));
+const ACF_VARIANTS = VARIANTS.filter((v) => ['bare', 'floor-aa', 'hand', 'floor', 'rd'].includes(v));
+if (VARIANTS.includes('floor-aa') && !VARIANTS.includes('floor')) fail('--variants: floor-aa is the A/A control of floor; add floor');
 for (const v of VARIANTS) if (!ALL_VARIANTS.includes(v)) fail(`unknown variant "${v}" (known: ${ALL_VARIANTS.join(', ')})`);
 const ACF = '--experimental-async-context-frame';
 
@@ -112,8 +115,15 @@ const problems = []; // harness problems: any makes the exit status 1
 function pinPlan() {
   if (args['no-pin'] || os.availableParallelism() < 2) return undefined;
   try {
-    execFileSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
-    return { runner: '0', children: '1' };
+    // The first two CPUs this process may use ("pid N's current affinity list: 0-3,6").
+    const list = execFileSync('taskset', ['-p', '-c', String(process.pid)], { encoding: 'utf8' }).split(':').pop().trim();
+    const cpus = list.split(',').flatMap((part) => {
+      const [a, b = a] = part.split('-').map(Number);
+      return Array.from({ length: b - a + 1 }, (_, i) => String(a + i));
+    });
+    if (cpus.length < 2) return undefined;
+    execFileSync('taskset', ['-a', '-p', '-c', cpus[0], String(process.pid)], { stdio: 'ignore' });
+    return { runner: cpus[0], children: cpus[1] };
   } catch {
     return undefined;
   }
@@ -292,7 +302,7 @@ async function throughputSuite(label, node, execArgv, framework, variants = VARI
     }
   }
   const out = {};
-  const aa = runs['floor-aa'] === undefined ? undefined : {
+  const aa = runs['floor-aa'] === undefined || runs.floor === undefined ? undefined : {
     rounds: runs['floor-aa'].map((r, i) => +(r.rps / runs.floor[i].rps).toFixed(3)),
     cpuRounds: runs['floor-aa'].map((r, i) => +(r.cpuRps / runs.floor[i].cpuRps).toFixed(3)),
   };
@@ -473,13 +483,13 @@ async function measureNode(major) {
   }
   await step('micro', async () => {
     log(`  N${major} micro-benchmarks`);
-    res.micro = await runChild(node, [], 'micro.mjs', { quick: QUICK });
-    // The scheduler again in fresh processes. This machine's speed drifts by
-    // up to 1.5× over seconds (a plain integer loop does too), so absolute
-    // times are one sample each; the targets use the median over processes
-    // of the in-process ratios, whose tasks run interleaved.
-    const runs = [res.micro.scheduler];
-    for (let i = 1; i < (QUICK ? 1 : 3); i++) {
+    res.micro = await runChild(node, [], 'micro.mjs', { quick: QUICK, only: ['defer', 'lifecycle', 'linear'] });
+    // The scheduler in processes of its own, alike. This machine's speed
+    // drifts by up to 1.5× over seconds (a plain integer loop does too), so
+    // absolute times are one sample each; the targets use the median over
+    // processes of the in-process ratios, whose tasks run interleaved.
+    const runs = [];
+    for (let i = 0; i < (QUICK ? 1 : 3); i++) {
       await pause(100);
       runs.push((await runChild(node, [], 'micro.mjs', { quick: QUICK, only: ['scheduler'] })).scheduler);
     }
