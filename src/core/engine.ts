@@ -403,10 +403,7 @@ function replaceNamed(scope: Scope, cb: DeferredCallback): void {
 function remove(cb: DeferredCallback): void {
   const scope = cb.scope;
   const wasQueued = cb.state === QUEUED;
-  cb.state = REMOVED;
-  cb.resource = undefined;
-  release(cb);
-  scope.count--;
+  discard(cb);
   if (cb.explicitName !== undefined && scope.named?.get(cb.explicitName) === cb) scope.named.delete(cb.explicitName);
   if (wasQueued) {
     S.queued--;
@@ -414,6 +411,17 @@ function remove(cb: DeferredCallback): void {
   }
   untrack(scope);
   if (wasQueued) schedulePump(scope);
+}
+
+/**
+ * A callback that never started leaves its scope (forgotten, replaced,
+ * skipped, refused, or abandoned while waiting).
+ */
+function discard(cb: DeferredCallback): void {
+  cb.state = REMOVED;
+  cb.resource = undefined;
+  cb.scope.count--;
+  release(cb);
 }
 
 /** Empties the callback's entry in its scope's items (it settled or was removed). */
@@ -771,10 +779,7 @@ export function whenDone(scope: Scope): Promise<void> {
 
 function skip(cb: DeferredCallback): void {
   const scope = cb.scope;
-  cb.state = REMOVED;
-  cb.resource = undefined;
-  release(cb);
-  scope.count--;
+  discard(cb);
   if (skipChannel.hasSubscribers) skipChannel.publish({ name: cb.name, outcome: scope.outcome, reason: skipReason(scope) });
   untrack(scope);
 }
@@ -835,10 +840,7 @@ function dispatchStalled(): boolean {
 function refuse(cb: DeferredCallback): void {
   const scope = cb.scope;
   scope.active--;
-  cb.state = REMOVED;
-  cb.resource = undefined;
-  release(cb);
-  scope.count--;
+  discard(cb);
   S.stats.dropped++;
   report(
     scope,
@@ -1097,10 +1099,7 @@ export function abandonAll(exclude: Scope[] | undefined, drainer: { abandoned: n
       if (cb.state === RUNNING) running.push(cb);
       else if (cb.state === PENDING || cb.state === QUEUED) {
         const wasQueued = cb.state === QUEUED;
-        cb.state = REMOVED;
-        cb.resource = undefined;
-        release(cb);
-        scope.count--;
+        discard(cb);
         if (wasQueued) {
           S.queued--;
           scope.active--;
