@@ -10,13 +10,14 @@
 // printed as MISSED lines but never fail the run), 1 when the harness
 // itself broke (a server would not start, a child crashed, requests failed).
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { getJSON, load, median, pause, percentile, pool, startServer } from './lib/load.mjs';
 import { nodeVersion, resolveNode } from './lib/nodes.mjs';
+import { revision } from './lib/revision.mjs';
 import { evaluateTargets, renderMarkdown, renderSvg, renderText } from './lib/report.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -516,17 +517,6 @@ async function measureNode(major) {
   return out;
 }
 
-function revision() {
-  try {
-    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
-    const built = new Date(statSync(join(ROOT, 'dist', 'index.js')).mtimeMs).toISOString();
-    return `${head}${dirty ? ' + uncommitted src/ changes' : ''}; dist/ built ${built}`;
-  } catch {
-    return 'unknown';
-  }
-}
-
 function machine() {
   const cpus = os.cpus();
   let nproc = os.availableParallelism?.() ?? cpus.length;
@@ -544,10 +534,20 @@ function machine() {
   };
 }
 
+/**
+ * The counts of `npm run bench:instructions` (a separate command: callgrind
+ * runs each server ~50× slower), folded into the report when present.
+ */
+function readInstructions() {
+  const file = join(OUT, 'instructions.json');
+  if (!existsSync(file)) return undefined;
+  return JSON.parse(readFileSync(file, 'utf8'));
+}
+
 async function main() {
   if (args.render) {
-    const { readFileSync } = await import('node:fs');
     const results = JSON.parse(readFileSync(args.render, 'utf8'));
+    results.instructions = readInstructions() ?? results.instructions;
     results.targets = evaluateTargets(results);
     process.stdout.write(renderText(results));
     mkdirSync(OUT, { recursive: true });
@@ -556,7 +556,7 @@ async function main() {
     return;
   }
   const buildNote = await ensureBuilt();
-  const revisionNote = revision();
+  const revisionNote = revision(ROOT);
   snapshotDist();
   const machineInfo = machine(); // before pinning: nproc counts the CPUs this process may use
   PIN = pinPlan();
@@ -584,6 +584,7 @@ async function main() {
   }
   results.machine.loadEnd = os.loadavg().map((x) => +x.toFixed(2));
   results.elapsedSec = +((performance.now() - T0) / 1000).toFixed(1);
+  results.instructions = readInstructions();
   results.targets = evaluateTargets(results);
   results.problems = problems;
 

@@ -154,12 +154,31 @@ export function evaluateTargets(results) {
       const d = (n.memory.afterDrain - n.memory.baseline) / MB;
       add(n, `memory: heap after ${int(n.memory.scopes)} deferring scopes, drain + GC − baseline`, d, `${f(d)} MB`, '≤ 5 MB', d <= 5 ? 'met' : 'missed');
     }
+    const ins = instructionsOf(results, n);
+    for (const [fw, v] of Object.entries(ins?.frameworks ?? {})) {
+      if (!v.rd || !v.floor) continue;
+      const why = `callgrind, ${ins.requests} sequential requests after ${ins.warm}, measured ${ins.date.slice(0, 10)} at ${ins.revision} by npm run bench:instructions`;
+      const vsFloor = v.floor.withoutCompiler / v.rd.withoutCompiler;
+      add(n, `${FW[fw]}: request-defer vs floor by CPU instructions per request (JIT compiler's own work left out)`, vsFloor, `${f(vsFloor, 3)}× (+${int(v.rd.withoutCompiler - v.floor.withoutCompiler)} instructions/request; with the compiler ${f(v.floor.perRequest / v.rd.perRequest, 3)}×)`, '≥ 0.98×', vsFloor >= 0.98 ? 'met' : 'missed', why);
+      if (fw === 'express' && v.hand) {
+        const vsHand = v.hand.withoutCompiler / v.rd.withoutCompiler;
+        add(n, `${FW[fw]}: request-defer vs hand-rolled by CPU instructions per request (JIT compiler's own work left out)`, vsHand, `${f(vsHand, 3)}× (with the compiler ${f(v.hand.perRequest / v.rd.perRequest, 3)}×)`, '≥ 1.05×', vsHand >= 1.05 ? 'met' : 'missed', why);
+      }
+    }
     if (n.promises) {
       const worst = Math.max(...Object.values(n.promises.adapters).map((a) => a.sync.promisesPerRequest));
       add(n, 'promises created on a sync callback\'s terminate path (per request, worst adapter)', worst, f(worst, 2), '0', worst === 0 ? 'met' : 'missed');
     }
   }
   return t;
+}
+
+/** The callgrind counts (bench/instructions.mjs) of this Node version, when a run of them was folded in. */
+function instructionsOf(results, n) {
+  const ins = results.instructions;
+  const node = ins?.nodes?.[n.major];
+  if (node === undefined) return undefined;
+  return { ...node, requests: ins.requests, warm: ins.warm, date: ins.date, revision: ins.revision };
 }
 
 // ---------------------------------------------------------------------------
@@ -214,6 +233,29 @@ function sections(results) {
       head: ['node', 'framework', 'variant', 'req/s', 'p50 ms', 'p99 ms', '×bare', '×floor', '×hand', 'cpu µs/req', 'cpu×bare', 'cpu×floor', 'cpu×hand'],
       align: ['l', 'l', 'l'],
       rows: tRows,
+    });
+  }
+  // CPU instructions per request (callgrind), from npm run bench:instructions
+  const iRows = [];
+  for (const n of nodes) {
+    const ins = instructionsOf(results, n);
+    for (const [fw, v] of Object.entries(ins?.frameworks ?? {})) {
+      for (const [variant, c] of Object.entries(v)) {
+        const ratio = (base) => (v[base] ? f(v[base].withoutCompiler / c.withoutCompiler, 3) : '—');
+        iRows.push([nodeLabel(n), FW[fw], VARIANT_LABEL[variant] ?? variant, int(c.perRequest), int(c.withoutCompiler), ratio('bare'), ratio('floor'), ratio('hand')]);
+      }
+    }
+  }
+  if (iRows.length > 0) {
+    const ins = results.instructions;
+    out.push({
+      title: `CPU instructions per request (callgrind, ${ins.requests} sequential keep-alive requests counted after ${ins.warm} uncounted)`,
+      note:
+        `Measured by \`npm run bench:instructions\` on ${ins.date.slice(0, 10)} at ${ins.revision} (${ins.valgrind}), each server alone under callgrind with V8's --predictable. ` +
+        'A count, not a time: the VM\'s speed drift and other load do not move it. "Without compiler" leaves out the instructions of V8\'s optimizing compilers, which still run tens of thousands of requests into a server\'s life; ×… are inverse ratios of that column (higher is cheaper for the row).',
+      head: ['node', 'framework', 'variant', 'instr/req', 'without compiler', '×bare', '×floor', '×hand'],
+      align: ['l', 'l', 'l'],
+      rows: iRows,
     });
   }
   // Latency

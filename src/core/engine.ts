@@ -750,7 +750,10 @@ function complete(scope: Scope): void {
   if (scope.phase !== INVOKING) return;
   scope.phase = DONE;
   if (scope.items !== undefined) {
-    scope.items.length = 0; // release the callbacks; a late defer() reuses the array
+    // Release the callbacks; a late defer() starts a new array. (Not
+    // `items.length = 0`: setting an array's length goes through the runtime,
+    // a few hundred instructions on every request.)
+    scope.items = undefined;
     scope.cursor = 0;
     scope.named = undefined;
   }
