@@ -7,7 +7,8 @@
 // alone under callgrind with V8's --predictable (no concurrent compiler
 // threads, so JIT tiering happens at the same request every time); it gets
 // `warm` sequential keep-alive requests with counting off, then `requests`
-// counted ones. Reported: instructions per request in all, and without the
+// counted ones (V8's --predictable-gc-schedule fixes when the heap grows and
+// is collected, too). Reported: instructions per request in all, and without the
 // JIT compiler's own work (Turbofan and Maglev keep compiling for tens of
 // thousands of requests; a long-running server pays that once, and it is
 // what makes one process of the same code faster than another for minutes).
@@ -45,7 +46,7 @@ if (args.help) {
   process.stdout.write(`npm run bench:instructions -- [--quick] [--node 20,22,24,26] [--variants floor,hand,rd,bare]
   --quick       the current Node only, Koa floor and request-defer, few requests (< 60 s): a smoke run
   --node        Node majors (default 20,22,24,26)
-  --variants    throughput variants of bench/server.mjs (default floor,rd, and hand on Express)
+  --variants    throughput variants of bench/server.mjs (default floor,floor-aa,rd, and hand on Express)
   --frameworks  express,koa (default both)
   --warm N      uncounted requests first (default 20000)
   --requests N  counted requests (default 8000)
@@ -57,7 +58,9 @@ if (args.help) {
 const QUICK = args.quick;
 const majors = args.node ? args.node.split(',') : QUICK ? [process.versions.node.split('.')[0]] : ['20', '22', '24', '26'];
 // By default what the targets compare: request-defer and the floor, and on Express the hand-rolled baseline.
-const variantsOf = (framework) => (args.variants ? args.variants.split(',') : framework === 'express' && !QUICK ? ['floor', 'hand', 'rd'] : ['floor', 'rd']);
+// floor-aa: the floor again in a second process, the A/A control of the count itself.
+const variantsOf = (framework) =>
+  args.variants ? args.variants.split(',') : QUICK ? ['floor', 'rd'] : framework === 'express' ? ['floor', 'floor-aa', 'hand', 'rd'] : ['floor', 'floor-aa', 'rd'];
 const frameworks = args.frameworks ? args.frameworks.split(',') : QUICK ? ['koa'] : ['express', 'koa'];
 const WARM = Number(args.warm ?? (QUICK ? 1500 : 20_000));
 const REQUESTS = Number(args.requests ?? (QUICK ? 500 : 8000));
@@ -125,7 +128,7 @@ async function measure(node, framework, variant, dir) {
   const prefix = join(dir, `${framework}-${variant}`);
   const child = spawn(
     'valgrind',
-    ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${prefix}.%p`, node, '--predictable', join(BENCH, 'server.mjs'), config],
+    ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${prefix}.%p`, node, '--predictable', '--predictable-gc-schedule', join(BENCH, 'server.mjs'), config],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let stderr = '';

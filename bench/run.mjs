@@ -12,7 +12,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { getJSON, load, median, pause, percentile, pool, startServer } from './lib/load.mjs';
@@ -68,7 +68,7 @@ const majors = args.node
     ? [process.versions.node.split('.')[0]]
     : ['20', '22', '24', '26'];
 let PIN; // set by main(): see pinPlan()
-const OUT = args.out ? join(process.cwd(), args.out) : QUICK ? join(BENCH, '.raw', 'quick') : BENCH;
+const OUT = args.out ? resolve(process.cwd(), args.out) : QUICK ? join(BENCH, '.raw', 'quick') : BENCH;
 const RAW = join(BENCH, '.raw');
 const PROFILES = join(RAW, 'profiles');
 

@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { configureDefer, defer, deferStats, DeferError, drain, withDefer, type DeferErrorInfo } from '../src/index.js';
 import { gate } from './support/client.js';
 import { getGc } from './support/gc.js';
+import { S, setTimers } from '../src/core/state.js';
 
 afterEach(async () => {
   configureDefer({ concurrency: undefined, maxQueued: undefined, maxNestingDepth: undefined, onError: undefined });
@@ -179,6 +180,27 @@ describe('scheduler', () => {
     expect(first!.deref()).toBeUndefined();
     second.open();
     await done;
+  });
+});
+
+describe('the idle check', () => {
+  it('is armed outside any scope: a timer keeps the async context it was made in, and would keep the last scope alive', async () => {
+    const previous = S.timers;
+    const contexts: unknown[] = [];
+    const restore = setTimers({
+      setTimeout: (fn, ms, arg) => {
+        contexts.push(S.als.getStore());
+        return previous.setTimeout(fn, ms, arg);
+      },
+    });
+    try {
+      S.exitCheck = false; // an earlier test's check may still be armed
+      // The last pending callback settles inside its scope's context: that is where idle() runs.
+      await withDefer(() => void defer(() => {}), { await: true });
+    } finally {
+      restore();
+    }
+    expect(contexts).toEqual([undefined]);
   });
 });
 

@@ -501,9 +501,16 @@ function idle(): void {
     checkDrainers();
   } else if (S.exitHooked && !S.exitCheck) {
     S.exitCheck = true;
-    const timer = S.timers.setTimeout(idleCheck, 1000, undefined) as { unref?: () => void } | undefined;
-    timer?.unref?.();
+    // Outside the scope: a timer keeps the async context it was made in,
+    // and this one would keep the last request's scope (and its response)
+    // alive for a second.
+    S.als.exit(armIdleCheck);
   }
+}
+
+function armIdleCheck(): void {
+  const timer = S.timers.setTimeout(idleCheck, 1000, undefined) as { unref?: () => void } | undefined;
+  timer?.unref?.();
 }
 
 function idleCheck(): void {
