@@ -364,9 +364,16 @@ export function register(frame: Frame, fn: (context: DeferContext) => unknown, o
   if (tooDeep(cb)) return cb;
   cb.resource = capture(frame, cb.generation);
   if (cb.explicitName !== undefined) replaceNamed(scope, cb);
-  const items = (scope.items ??= []);
-  cb.index = items.length;
-  items.push(cb);
+  const items = scope.items;
+  if (items === undefined) {
+    // Most scopes get one callback: an exact-size array (a push onto [] would
+    // allocate room for 17, the most of what a request's scope keeps).
+    cb.index = 0;
+    scope.items = [cb];
+  } else {
+    cb.index = items.length;
+    items.push(cb);
+  }
   scope.count++;
   track(scope);
   if (scope.phase !== OPEN) schedulePump(scope);
