@@ -16,13 +16,14 @@
 // Requires valgrind (apt-get install -y valgrind). Writes
 // bench/instructions.json (or bench/.raw/quick/ with --quick), which
 // `npm run bench` (and --render) folds into results.md.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { startServer } from './lib/load.mjs';
 import { nodeVersion, resolveNode } from './lib/nodes.mjs';
 import { revision } from './lib/revision.mjs';
 
@@ -124,36 +125,25 @@ function readDump(file) {
 
 /** One server under callgrind: warm up uncounted, then count `REQUESTS` requests. */
 async function measure(node, framework, variant, dir) {
-  const config = JSON.stringify({ framework, suite: 'throughput', variant });
   const prefix = join(dir, `${framework}-${variant}`);
-  const child = spawn(
-    'valgrind',
-    ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${prefix}.%p`, node, '--predictable', '--predictable-gc-schedule', join(BENCH, 'server.mjs'), config],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let stderr = '';
-  child.stderr.on('data', (chunk) => (stderr = (stderr + chunk).slice(-4000)));
-  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const server = await startServer(node, ['--predictable', '--predictable-gc-schedule'], { framework, suite: 'throughput', variant }, {
+    prefix: ['valgrind', '--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${prefix}.%p`],
+    env: {}, // as measured so far: the environment of this process, NODE_ENV not forced
+    listenTimeoutMs: 120_000, // Node starts ~50× slower under valgrind
+  });
+  const pid = server.child.pid;
+  const exited = new Promise((resolve) => server.child.once('exit', resolve));
   try {
-    const port = await new Promise((resolve, reject) => {
-      let out = '';
-      child.stdout.on('data', (chunk) => {
-        out += chunk;
-        const m = /LISTENING (\d+)/.exec(out);
-        if (m) resolve(Number(m[1]));
-      });
-      exited.then((code) => reject(new Error(`server exited (${code}) before listening: ${stderr}`)));
-    });
-    await requests(port, WARM);
-    callgrindControl('-i', 'on', child.pid);
-    await requests(port, REQUESTS);
-    callgrindControl('-d', undefined, child.pid);
-    const dump = readdirSync(dir).find((f) => f.startsWith(`${framework}-${variant}.${child.pid}.`));
+    await requests(server.port, WARM);
+    callgrindControl('-i', 'on', pid);
+    await requests(server.port, REQUESTS);
+    callgrindControl('-d', undefined, pid);
+    const dump = readdirSync(dir).find((f) => f.startsWith(`${framework}-${variant}.${pid}.`));
     if (dump === undefined) throw new Error(`callgrind wrote no dump for ${framework}/${variant}`);
     const { total, compiler } = readDump(join(dir, dump));
     return { perRequest: Math.round(total / REQUESTS), withoutCompiler: Math.round((total - compiler) / REQUESTS) };
   } finally {
-    child.kill('SIGKILL');
+    server.child.kill('SIGKILL');
     await exited;
   }
 }

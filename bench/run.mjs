@@ -250,7 +250,7 @@ async function startAll(specs) {
     while (next < specs.length) {
       const i = next++;
       const { node, execArgv, config } = specs[i];
-      started[i] = await startServer(node, execArgv, config, { cpu: PIN?.children });
+      started[i] = await startServer(node, execArgv, config, { prefix: PIN ? ['taskset', '-c', PIN.children] : [] });
     }
   };
   const results = await Promise.allSettled([worker(), worker(), worker()]);

@@ -9,17 +9,18 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 /**
  * Starts bench/server.mjs with `config` under `node` (a binary path) and
- * resolves once it listens. `execArgv` are extra Node flags; `cpu` pins it
- * to that CPU (taskset, see pinPlan() in run.mjs).
+ * resolves once it listens. `execArgv` are extra Node flags. Options:
+ * `prefix`, a command the server runs under (`['taskset', '-c', '1']`, see
+ * pinPlan() in run.mjs; valgrind in instructions.mjs); `env`, variables set
+ * over this process's environment; `listenTimeoutMs`.
  */
-export function startServer(node, execArgv, config, { cpu } = {}) {
+export function startServer(node, execArgv, config, { prefix = [], env = { NODE_ENV: 'production' }, listenTimeoutMs = 15_000 } = {}) {
   return new Promise((resolve, reject) => {
-    let argv = [node, ...execArgv, SERVER, JSON.stringify(config)];
-    if (cpu !== undefined) argv = ['taskset', '-c', cpu, ...argv];
+    const argv = [...prefix, node, ...execArgv, SERVER, JSON.stringify(config)];
     const child = spawn(argv[0], argv.slice(1), {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, NODE_ENV: 'production' },
+      env: { ...process.env, ...env },
     });
     let out = '';
     let err = '';
@@ -30,7 +31,7 @@ export function startServer(node, execArgv, config, { cpu } = {}) {
       child.kill('SIGKILL');
       reject(new Error(`server ${JSON.stringify(config)} on ${node}: ${why}\n${err}`));
     };
-    const timer = setTimeout(() => fail('did not listen within 15 s'), 15_000);
+    const timer = setTimeout(() => fail(`did not listen within ${listenTimeoutMs / 1000} s`), listenTimeoutMs);
     child.stdout.on('data', (chunk) => {
       out += chunk;
       const m = /LISTENING (\d+)/.exec(out);
