@@ -9,6 +9,7 @@ import {
   dispatch,
   finishDrainer,
   forgetIn,
+  more,
   register,
   remaining,
   report,
@@ -232,7 +233,8 @@ function excluded(frame: Frame | undefined): Scope[] | undefined {
 export function currentCollection(): DeferredCallbackCollection | undefined {
   const scope = S.als.getStore()?.scope;
   if (scope === undefined) return undefined;
-  return (scope.view ??= new DeferredCallbackCollection(scope));
+  const extra = more(scope);
+  return (extra.view ??= new DeferredCallbackCollection(scope));
 }
 
 /**

@@ -5,7 +5,7 @@ import { codes, DeferError } from '../errors.js';
 import { DEFAULT_SCOPE_OPTIONS, parseAlwaysValue, type ScopeOptions } from '../options.js';
 import type { DeferContext, DeferErrorInfo, DeferOptions, Outcome } from '../types.js';
 import { callbackChannel, scopeChannel, skipChannel } from './channels.js';
-import { type Frame, S } from './state.js';
+import { type Frame, S, type Slice } from './state.js';
 
 /*
  * The core: scopes, their collections, the process-wide scheduler and the
@@ -241,8 +241,6 @@ export class Scope {
   readonly base: number;
   /** The scope whose running callback opened this one (withDefer inside a callback). */
   readonly parentScope: Scope | undefined;
-  /** That callback, when it can be told (a sequential parent runs one at a time). */
-  readonly parentCb: DeferredCallback | undefined;
   /** The callback of this scope started last. */
   lastStarted: DeferredCallback | undefined = undefined;
   readonly opts: ScopeOptions;
@@ -257,9 +255,8 @@ export class Scope {
   cursor = 0;
   /** Callbacks registered and not yet started (the collection's size). */
   count = 0;
-  named: Map<string, DeferredCallback> | undefined = undefined;
-  /** The public view returned by currentCollection(). */
-  view: DeferredCallbackCollection | undefined = undefined;
+  /** What few scopes use (names, nesting, waiters), made on first use. */
+  more: ScopeMore | undefined = undefined;
   phase = OPEN;
   outcome: Outcome | undefined = undefined;
   /** 0: not judged yet, 1: non-always callbacks run, 2: they are skipped. */
@@ -270,20 +267,11 @@ export class Scope {
   pending = 0;
   /** Callbacks of this scope running now. */
   running = 0;
-  /** Frames for nested generations, made on first use. */
-  frames: GenFrame[] | undefined = undefined;
-  looping = false;
-  scheduled = false;
-  yielding = false;
+  /** LOOPING | SCHEDULED | YIELDING. */
+  flags = 0;
   /** Time slicing of this scope's invocation (see sliceStep()). */
   sliceRan = 0;
-  sliceStart = -1;
-  sliceLast = 0;
-  sliceStride = 1;
-  sliceUntil = 0;
-  waiters: (() => void)[] | undefined = undefined;
-  /** Resolved when an invocation that yielded has offered what it could (withDefer without await). */
-  offerWaiters: (() => void)[] | undefined = undefined;
+  slice: Slice | undefined = undefined;
   livePrev: Scope | undefined = undefined;
   liveNext: Scope | undefined = undefined;
 
@@ -295,7 +283,7 @@ export class Scope {
     // Opened from code running in a callback of another scope (see inheritsSlot()).
     const parentScope = parent !== undefined && insideCallback(parent) ? parent.scope : undefined;
     this.parentScope = parentScope;
-    this.parentCb = parentScope?.lastStarted;
+    if (parentScope !== undefined) more(this).parentCb = parentScope.lastStarted;
   }
 
   /**
@@ -308,6 +296,36 @@ export class Scope {
     return this.phase === OPEN ? this.base : this.base + 1;
   }
 }
+
+/**
+ * The fields of a scope that most never use: kept apart so that a request's
+ * scope, allocated on every request and often promoted with the request's
+ * objects, stays small.
+ * @internal
+ */
+export class ScopeMore {
+  /** The running callback of the parent scope that opened this one, when it can be told (a sequential parent runs one at a time). */
+  parentCb: DeferredCallback | undefined = undefined;
+  /** Pending callbacks by explicit name. */
+  named: Map<string, DeferredCallback> | undefined = undefined;
+  /** The public view returned by currentCollection(). */
+  view: DeferredCallbackCollection | undefined = undefined;
+  /** Frames for nested generations. */
+  frames: GenFrame[] | undefined = undefined;
+  /** Resolved when the invocation completes. */
+  waiters: (() => void)[] | undefined = undefined;
+  /** Resolved when an invocation that yielded has offered what it could (withDefer without await). */
+  offerWaiters: (() => void)[] | undefined = undefined;
+}
+
+/** @internal */
+export function more(scope: Scope): ScopeMore {
+  return (scope.more ??= new ScopeMore());
+}
+
+const LOOPING = 1; // pump() is running for the scope
+const SCHEDULED = 2; // a microtask will start the invocation
+const YIELDING = 4; // the invocation waits for setImmediate to give I/O a turn
 
 /**
  * The async-context frame of callbacks of generation `childGen - 1` (> base)
@@ -331,7 +349,7 @@ function insideCallback(frame: Frame): boolean {
 }
 
 function genFrame(scope: Scope, childGen: number): GenFrame {
-  const frames = (scope.frames ??= []);
+  const frames = (more(scope).frames ??= []);
   return (frames[childGen] ??= new GenFrame(scope, childGen));
 }
 
@@ -399,8 +417,14 @@ function tooDeep(cb: DeferredCallback): boolean {
   return true;
 }
 
+/** Drops the callback from its scope's names if it holds its name. */
+function unname(scope: Scope, cb: DeferredCallback): void {
+  const named = scope.more?.named;
+  if (named !== undefined && named.get(cb.explicitName!) === cb) named.delete(cb.explicitName!);
+}
+
 function replaceNamed(scope: Scope, cb: DeferredCallback): void {
-  const named = (scope.named ??= new Map());
+  const named = (more(scope).named ??= new Map());
   const previous = named.get(cb.explicitName!);
   if (previous !== undefined && (previous.state === PENDING || previous.state === QUEUED)) remove(previous);
   named.set(cb.explicitName!, cb);
@@ -411,7 +435,7 @@ function remove(cb: DeferredCallback): void {
   const scope = cb.scope;
   const wasQueued = cb.state === QUEUED;
   discard(cb);
-  if (cb.explicitName !== undefined && scope.named?.get(cb.explicitName) === cb) scope.named.delete(cb.explicitName);
+  if (cb.explicitName !== undefined) unname(scope, cb);
   if (wasQueued) {
     S.queued--;
     scope.active--;
@@ -439,7 +463,7 @@ function release(cb: DeferredCallback): void {
 
 /** @internal */
 export function forgetIn(scope: Scope, name: string): boolean {
-  let cb = scope.named?.get(name);
+  let cb = scope.more?.named?.get(name);
   if (cb === undefined) {
     // A generated name ("sendMail#12"): find the callback by its id.
     const hash = name.lastIndexOf('#');
@@ -654,10 +678,10 @@ function skipReason(scope: Scope): 'status' | 'aborted' | 'runWhen' {
 // Invocation: offering a scope's callbacks to the scheduler
 
 function schedulePump(scope: Scope): void {
-  if (scope.looping || scope.scheduled || scope.yielding) return;
-  scope.scheduled = true;
+  if (scope.flags !== 0) return;
+  scope.flags = SCHEDULED;
   queueMicrotask(() => {
-    scope.scheduled = false;
+    scope.flags &= ~SCHEDULED;
     if (scope.phase === OPEN) return;
     scope.phase = INVOKING;
     pump(scope);
@@ -665,7 +689,7 @@ function schedulePump(scope: Scope): void {
 }
 
 function resumeScope(scope: Scope): void {
-  scope.yielding = false;
+  scope.flags &= ~YIELDING;
   sliceReset(scope);
   pump(scope);
 }
@@ -676,7 +700,7 @@ function inheritsSlot(scope: Scope): boolean {
   if (parent === undefined) return false;
   // A sequential parent runs one callback at a time: the one that opened this scope is known exactly.
   // A parallel parent's first-generation callbacks share one frame: any of them running will do.
-  return parent.opts.parallel ? parent.running > 0 : scope.parentCb?.state === RUNNING;
+  return parent.opts.parallel ? parent.running > 0 : scope.more?.parentCb?.state === RUNNING;
 }
 
 /**
@@ -685,8 +709,8 @@ function inheritsSlot(scope: Scope): boolean {
  * the outer loop picks up what they would have done.
  */
 function pump(scope: Scope): void {
-  if (scope.looping || scope.yielding || scope.phase !== INVOKING) return;
-  scope.looping = true;
+  if ((scope.flags & (LOOPING | YIELDING)) !== 0 || scope.phase !== INVOKING) return;
+  scope.flags |= LOOPING;
   for (;;) {
     if (scope.active > 0 && (!scope.opts.parallel || inheritsSlot(scope))) break;
     const items = scope.items!;
@@ -701,18 +725,18 @@ function pump(scope: Scope): void {
     if (cb === undefined) break;
     if (sliceStep(scope)) {
       scope.cursor--;
-      scope.yielding = true;
+      scope.flags |= YIELDING;
       S.timers.setImmediate(resumeScope, scope);
       break;
     }
     if (cb.isAlways || passes(scope)) offer(cb);
     else skip(cb);
   }
-  scope.looping = false;
-  if (scope.yielding) return;
-  const offerWaiters = scope.offerWaiters;
+  scope.flags &= ~LOOPING;
+  if ((scope.flags & YIELDING) !== 0) return;
+  const offerWaiters = scope.more?.offerWaiters;
   if (offerWaiters !== undefined) {
-    scope.offerWaiters = undefined;
+    scope.more!.offerWaiters = undefined;
     for (const resolve of offerWaiters) resolve();
   }
   if (scope.active === 0 && scope.cursor >= scope.items!.length) complete(scope);
@@ -720,12 +744,10 @@ function pump(scope: Scope): void {
 
 /** The counters of one time-sliced loop: a scope's invocation, or the scheduler's dispatch. */
 interface SliceState {
+  /** Callbacks run in this slice. */
   sliceRan: number;
-  /** Clock reading when the slice's clock started; -1 before that. */
-  sliceStart: number;
-  sliceLast: number;
-  sliceStride: number;
-  sliceUntil: number;
+  /** The slice's clock, made at its second callback (most scopes run one). */
+  slice: Slice | undefined;
 }
 
 /**
@@ -740,24 +762,29 @@ interface SliceState {
 function sliceStep(t: SliceState): boolean {
   const ran = ++t.sliceRan;
   if (ran >= YIELD_EVERY) return true;
-  if (ran === 1 || --t.sliceUntil > 0) return false;
+  if (ran === 1) return false;
+  const c = (t.slice ??= { start: -1, last: 0, stride: 1, until: 0 });
+  if (--c.until > 0) return false;
   const now = S.timers.now();
-  if (t.sliceStart < 0) {
-    t.sliceStart = t.sliceLast = now;
-    t.sliceStride = t.sliceUntil = 1;
+  if (c.start < 0) {
+    c.start = c.last = now;
+    c.stride = c.until = 1;
     return false;
   }
-  if (now - t.sliceStart >= YIELD_MS) return true;
-  t.sliceStride = now - t.sliceLast < 0.5 ? Math.min(t.sliceStride * 2, MAX_STRIDE) : 1;
-  t.sliceLast = now;
-  t.sliceUntil = t.sliceStride;
+  if (now - c.start >= YIELD_MS) return true;
+  c.stride = now - c.last < 0.5 ? Math.min(c.stride * 2, MAX_STRIDE) : 1;
+  c.last = now;
+  c.until = c.stride;
   return false;
 }
 
 function sliceReset(t: SliceState): void {
   t.sliceRan = 0;
-  t.sliceStart = -1;
-  t.sliceUntil = 0;
+  const c = t.slice;
+  if (c !== undefined) {
+    c.start = -1;
+    c.until = 0;
+  }
 }
 
 function complete(scope: Scope): void {
@@ -769,11 +796,11 @@ function complete(scope: Scope): void {
     // a few hundred instructions on every request.)
     scope.items = undefined;
     scope.cursor = 0;
-    scope.named = undefined;
+    if (scope.more !== undefined) scope.more.named = undefined;
   }
-  const waiters = scope.waiters;
+  const waiters = scope.more?.waiters;
   if (waiters !== undefined) {
-    scope.waiters = undefined;
+    scope.more!.waiters = undefined;
     for (const resolve of waiters) resolve();
   }
 }
@@ -784,14 +811,14 @@ function complete(scope: Scope): void {
  * @internal
  */
 export function whenOffered(scope: Scope): Promise<void> | undefined {
-  if (!scope.yielding) return undefined;
-  return new Promise((resolve) => (scope.offerWaiters ??= []).push(resolve));
+  if ((scope.flags & YIELDING) === 0) return undefined;
+  return new Promise((resolve) => (more(scope).offerWaiters ??= []).push(resolve));
 }
 
 /** Resolves once the scope's invocation has completed. @internal */
 export function whenDone(scope: Scope): Promise<void> {
   if (scope.phase === DONE) return Promise.resolve();
-  return new Promise((resolve) => (scope.waiters ??= []).push(resolve));
+  return new Promise((resolve) => (more(scope).waiters ??= []).push(resolve));
 }
 
 function skip(cb: DeferredCallback): void {
@@ -922,7 +949,7 @@ function start(cb: DeferredCallback, hasSlot: boolean): void {
   cb.state = RUNNING;
   cb.hasSlot = hasSlot;
   scope.count--;
-  if (cb.explicitName !== undefined && scope.named?.get(cb.explicitName) === cb) scope.named.delete(cb.explicitName);
+  if (cb.explicitName !== undefined) unname(scope, cb);
   S.running++;
   scope.running++;
   scope.lastStarted = cb;
@@ -1081,11 +1108,11 @@ export function runNow(frame: Frame | undefined, fn: (context: DeferContext) => 
   scope.count = 1;
   scope.cursor = 1;
   scope.phase = INVOKING;
-  scope.looping = true; // settle() must not pump before start() returns
+  scope.flags = LOOPING; // settle() must not pump before start() returns
   track(scope);
   scope.active = 1;
   start(cb, false);
-  scope.looping = false;
+  scope.flags &= ~LOOPING;
   pump(scope);
   return cb;
 }

@@ -20,6 +20,15 @@ export type Frame = Scope | GenFrame;
  * default each call looks the global up at call time, so fake timers
  * installed later are honoured.
  */
+/** The clock of a time-sliced loop (see sliceStep() in engine.ts). */
+export interface Slice {
+  /** Clock reading when the slice's clock started; -1 before that. */
+  start: number;
+  last: number;
+  stride: number;
+  until: number;
+}
+
 export interface Timers {
   now(): number;
   setTimeout<T>(fn: (arg: T) => void, ms: number, arg: T): unknown;
@@ -74,10 +83,7 @@ export interface State {
   abandoning: boolean;
   /** Time slicing of the dispatch loop (see sliceStep() in engine.ts). */
   sliceRan: number;
-  sliceStart: number;
-  sliceLast: number;
-  sliceStride: number;
-  sliceUntil: number;
+  slice: Slice | undefined;
   /** Tracked units of work: registered callbacks not yet settled, plus waitUntil promises. */
   pending: number;
   /** Intrusive list of scopes holding tracked callbacks. */
@@ -123,10 +129,7 @@ function create(): State {
     yielding: false,
     abandoning: false,
     sliceRan: 0,
-    sliceStart: -1,
-    sliceLast: 0,
-    sliceStride: 1,
-    sliceUntil: 0,
+    slice: undefined,
     pending: 0,
     liveHead: undefined,
     waits: new Set(),
