@@ -1,47 +1,56 @@
-import { z } from 'zod';
+// zod's mini build, bundled into dist/ (see tsup.config.ts and docs/decisions.md):
+// the classic build keeps ~3 MB alive in every process that loads it, which
+// each major GC marks again; this keeps ~0.7 MB and no runtime dependency.
+import * as z from 'zod/mini';
+import { en } from 'zod/locales';
 import { codes, DeferError } from './errors.js';
 import type { DeferErrorHandler, DeferOptions, Outcome } from './types.js';
 
 const MAX_TIMER = 2_147_483_647;
 
+/** English messages for each parse, without touching zod's global config (which a user's zod may share in tests). */
+const PARSE_CONTEXT = { error: en().localeError };
+
 const fn = <T>(what: string) =>
   z.custom<T>((value) => typeof value === 'function', { message: `expected ${what}` });
 
-const timeout = z
-  .number({ error: 'expected a whole number of milliseconds' })
-  .int({ error: 'expected a whole number of milliseconds' })
-  .positive({ error: 'expected a positive number of milliseconds' })
-  .max(MAX_TIMER, { error: `expected at most ${MAX_TIMER} ms (Node fires larger timers after 1 ms)` });
+const MS = 'expected a whole number of milliseconds';
+const timeout = z.number({ error: MS }).check(
+  z.int({ error: MS }),
+  z.positive({ error: 'expected a positive number of milliseconds' }),
+  z.maximum(MAX_TIMER, { error: `expected at most ${MAX_TIMER} ms (Node fires larger timers after 1 ms)` }),
+);
 
 const handler = fn<DeferErrorHandler>('a function (error, info) => void');
 
 const deferSchema = z.strictObject({
-  always: z.boolean().optional(),
-  name: z.string().min(1, { error: 'expected a non-empty string' }).optional(),
-  timeout: timeout.optional(),
+  always: z.optional(z.boolean()),
+  name: z.optional(z.string().check(z.minLength(1, { error: 'expected a non-empty string' }))),
+  timeout: z.optional(timeout),
 });
 
 const scopeShape = {
-  runWhen: fn<(outcome: Outcome) => boolean>('a function (outcome) => boolean').optional(),
-  mode: z.enum(['sequential', 'parallel']).optional(),
-  onError: handler.optional(),
-  timeout: timeout.optional(),
+  runWhen: z.optional(fn<(outcome: Outcome) => boolean>('a function (outcome) => boolean')),
+  mode: z.optional(z.enum(['sequential', 'parallel'])),
+  onError: z.optional(handler),
+  timeout: z.optional(timeout),
 };
 
 const middlewareSchema = z.strictObject(scopeShape);
-const withDeferSchema = z.strictObject({ ...scopeShape, await: z.boolean().optional() });
+const withDeferSchema = z.strictObject({ ...scopeShape, await: z.optional(z.boolean()) });
 
+const count = (min: number) => z.optional(z.number().check(z.int(), z.gte(min)));
 const configSchema = z.strictObject({
-  concurrency: z.number().int().min(1).optional(),
-  maxQueued: z.number().int().min(0).optional(),
-  maxNestingDepth: z.number().int().min(1).optional(),
-  onError: handler.optional(),
+  concurrency: count(1),
+  maxQueued: count(0),
+  maxNestingDepth: count(1),
+  onError: z.optional(handler),
 });
 
-const drainSchema = z.strictObject({ timeout: timeout.optional() });
+const drainSchema = z.strictObject({ timeout: z.optional(timeout) });
 
-function parse<T>(schema: z.ZodType<T>, value: unknown, api: string, fix: string): T {
-  const result = schema.safeParse(value);
+function parse<T>(schema: z.ZodMiniType<T>, value: unknown, api: string, fix: string): T {
+  const result = schema.safeParse(value, PARSE_CONTEXT);
   if (result.success) return result.data;
   throw new DeferError(
     codes.ERR_DEFER_INVALID_OPTIONS,
