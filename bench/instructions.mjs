@@ -47,7 +47,7 @@ if (args.help) {
   process.stdout.write(`npm run bench:instructions -- [--quick] [--node 20,22,24,26] [--variants floor,hand,rd,bare]
   --quick       the current Node only, Koa floor and request-defer, few requests (< 60 s): a smoke run
   --node        Node majors (default 20,22,24,26)
-  --variants    throughput variants of bench/server.mjs (default floor,floor-aa,rd, and hand on Express)
+  --variants    throughput variants of bench/server.mjs (default floor,floor-aa,floor-restore,rd, and hand on Express)
   --frameworks  express,koa (default both)
   --warm N      uncounted requests first (default 20000)
   --requests N  counted requests (default 8000)
@@ -60,8 +60,16 @@ const QUICK = args.quick;
 const majors = args.node ? args.node.split(',') : QUICK ? [process.versions.node.split('.')[0]] : ['20', '22', '24', '26'];
 // By default what the targets compare: request-defer and the floor, and on Express the hand-rolled baseline.
 // floor-aa: the floor again in a second process, the A/A control of the count itself.
+// floor-restore: the floor plus the async-context capture and restore SPEC semantic 11
+// asks of any implementation (one AsyncResource per callback), which the floor leaves out.
 const variantsOf = (framework) =>
-  args.variants ? args.variants.split(',') : QUICK ? ['floor', 'rd'] : framework === 'express' ? ['floor', 'floor-aa', 'hand', 'rd'] : ['floor', 'floor-aa', 'rd'];
+  args.variants
+    ? args.variants.split(',')
+    : QUICK
+      ? ['floor', 'rd']
+      : framework === 'express'
+        ? ['floor', 'floor-aa', 'floor-restore', 'hand', 'rd']
+        : ['floor', 'floor-aa', 'floor-restore', 'rd'];
 const frameworks = args.frameworks ? args.frameworks.split(',') : QUICK ? ['koa'] : ['express', 'koa'];
 const WARM = Number(args.warm ?? (QUICK ? 1500 : 20_000));
 const REQUESTS = Number(args.requests ?? (QUICK ? 500 : 8000));

@@ -12,7 +12,7 @@
 //   /__stats  deferStats(), peak queued and peak heap seen by the sampler
 //   /__drain  await drain(), then gc and report the heap
 //   /__sample start sampling heap and queue every 20 ms (overload suite)
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 import { createServer } from 'node:http';
 import { importPackage } from './lib/pkg.mjs';
 
@@ -65,6 +65,23 @@ async function expressApp(variant) {
         });
         app.get('/', (req, res) => {
           als.getStore().push(noop);
+          res.send(HELLO);
+        });
+        break;
+      }
+      case 'floor-restore': {
+        // The floor plus what SPEC semantic 11 asks of any implementation: each callback
+        // runs in the async context of its defer() call (captured, then restored).
+        const als = new AsyncLocalStorage();
+        app.use((req, res, next) => {
+          const fns = [];
+          res.once('close', () => {
+            for (const r of fns) r.runInAsyncScope(noop);
+          });
+          als.run(fns, next);
+        });
+        app.get('/', (req, res) => {
+          als.getStore().push(new AsyncResource('floor'));
           res.send(HELLO);
         });
         break;
@@ -153,6 +170,21 @@ async function koaApp(variant) {
         });
         app.use((ctx) => {
           als.getStore().push(noop);
+          ctx.body = HELLO;
+        });
+        break;
+      }
+      case 'floor-restore': { // the floor plus semantic 11's capture and restore (see Express)
+        const als = new AsyncLocalStorage();
+        app.use((ctx, next) => {
+          const fns = [];
+          ctx.res.once('close', () => {
+            for (const r of fns) r.runInAsyncScope(noop);
+          });
+          return als.run(fns, next);
+        });
+        app.use((ctx) => {
+          als.getStore().push(new AsyncResource('floor'));
           ctx.body = HELLO;
         });
         break;
