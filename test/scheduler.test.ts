@@ -202,6 +202,37 @@ describe('the idle check', () => {
     }
     expect(contexts).toEqual([undefined]);
   });
+
+  it("keeps the 'beforeExit' listener while work keeps coming, and removes it after a whole idle second", async () => {
+    await drain(); // no listener
+    S.exitCheck = false; // an earlier test's (real) check may still be armed
+    const checks: (() => void)[] = [];
+    const restore = setTimers({
+      setTimeout: (fn, _ms, arg) => {
+        if ((fn as { name?: string }).name === 'idleCheck') checks.push(() => fn(arg));
+        return undefined;
+      },
+    });
+    const fire = () => checks.shift()!();
+    try {
+      const hooked = () => process.listeners('beforeExit').includes(S.onBeforeExit!);
+      await withDefer(() => void defer(() => {}), { await: true });
+      expect(hooked()).toBe(true);
+      expect(checks).toHaveLength(1);
+      // More work within the second: the check re-arms instead of cycling the listener.
+      await withDefer(() => void defer(() => {}), { await: true });
+      fire();
+      expect(hooked()).toBe(true);
+      expect(checks).toHaveLength(1);
+      // A whole second with no new work: the listener goes.
+      fire();
+      expect(hooked()).toBe(false);
+      expect(checks).toHaveLength(0);
+      expect(S.exitCheck).toBe(false);
+    } finally {
+      restore();
+    }
+  });
 });
 
 describe('configureDefer() and deferStats()', () => {

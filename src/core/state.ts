@@ -96,6 +96,10 @@ export interface State {
   exitHooked: boolean;
   /** An unref'd idle check is scheduled to remove the 'beforeExit' listener. */
   exitCheck: boolean;
+  /** Times pending work went from none to some (busy() calls). */
+  activity: number;
+  /** `activity` when the idle check was armed: unchanged a second later means the process stayed idle. */
+  exitSeen: number;
   onBeforeExit: (() => void) | undefined;
 }
 
@@ -139,6 +143,8 @@ function create(): State {
     override: undefined,
     exitHooked: false,
     exitCheck: false,
+    activity: 0,
+    exitSeen: 0,
     onBeforeExit: undefined,
   };
 }
