@@ -1,5 +1,5 @@
 /** Semantic 8: one bounded scheduler per process. */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { configureDefer, defer, deferStats, DeferError, drain, withDefer, type DeferErrorInfo } from '../src/index.js';
 import { gate } from './support/client.js';
 import { getGc } from './support/gc.js';
@@ -194,7 +194,7 @@ describe('the idle check', () => {
       },
     });
     try {
-      S.exitCheck = false; // an earlier test's check may still be armed
+      S.exitCheck = undefined; // an earlier test's check may still be armed: it now does nothing
       // The last pending callback settles inside its scope's context: that is where idle() runs.
       await withDefer(() => void defer(() => {}), { await: true });
     } finally {
@@ -205,7 +205,7 @@ describe('the idle check', () => {
 
   it("keeps the 'beforeExit' listener while work keeps coming, and removes it after a whole idle second", async () => {
     await drain(); // no listener
-    S.exitCheck = false; // an earlier test's (real) check may still be armed
+    S.exitCheck = undefined; // an earlier test's (real) check may still be armed: it now does nothing
     const checks: (() => void)[] = [];
     const restore = setTimers({
       setTimeout: (fn, _ms, arg) => {
@@ -228,9 +228,34 @@ describe('the idle check', () => {
       fire();
       expect(hooked()).toBe(false);
       expect(checks).toHaveLength(0);
-      expect(S.exitCheck).toBe(false);
+      expect(S.exitCheck).toBeUndefined();
     } finally {
       restore();
+    }
+  });
+
+  it('stops re-arming while work is merely still pending: vi.runAllTimers() ends with a callback that never settles', async () => {
+    await drain();
+    S.exitCheck = undefined; // an earlier test's (real) check may still be armed: it now does nothing
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const hold = gate();
+    try {
+      const hooked = () => process.listeners('beforeExit').includes(S.onBeforeExit!);
+      await withDefer(() => void defer(() => {}), { await: true }); // arms the check
+      await withDefer(() => void defer(() => hold.promise)); // new work, still pending
+      expect(deferStats().running).toBe(1);
+      // Before the fix this looped until vitest aborted after 10 000 timers.
+      expect(vi.runAllTimers).not.toThrow();
+      expect(vi.getTimerCount()).toBe(0);
+      expect(S.exitCheck).toBeUndefined();
+      // Still pending, so the listener stays: it reports the callback abandoned if the process exits.
+      expect(hooked()).toBe(true);
+      hold.open();
+      await drain();
+      expect(hooked()).toBe(false);
+    } finally {
+      hold.open();
+      vi.useRealTimers();
     }
   });
 });

@@ -5,7 +5,7 @@ import { codes, DeferError } from '../errors.js';
 import { DEFAULT_SCOPE_OPTIONS, parseAlwaysValue, type ScopeOptions } from '../options.js';
 import type { DeferContext, DeferErrorInfo, DeferOptions, Outcome } from '../types.js';
 import { callbackChannel, scopeChannel, skipChannel } from './channels.js';
-import { type Frame, S, type Slice } from './state.js';
+import { type Frame, type IdleCheck, S, type Slice } from './state.js';
 
 /*
  * The core: scopes, their collections, the process-wide scheduler and the
@@ -534,30 +534,35 @@ function idle(): void {
   if (S.drainers.length > 0) {
     unhookExit();
     checkDrainers();
-  } else if (S.exitHooked && !S.exitCheck) {
-    S.exitCheck = true;
-    S.exitSeen = S.activity;
+  } else if (S.exitHooked && S.exitCheck === undefined) {
+    const check: IdleCheck = { seen: S.activity };
+    S.exitCheck = check;
     // Outside the scope: a timer keeps the async context it was made in,
     // and this one would keep the last request's scope (and its response)
     // alive for a second.
-    S.als.exit(armIdleCheck);
+    S.als.exit(armIdleCheck, check);
   }
 }
 
-function armIdleCheck(): void {
-  const timer = S.timers.setTimeout(idleCheck, 1000, undefined) as { unref?: () => void } | undefined;
+function armIdleCheck(check: IdleCheck): void {
+  const timer = S.timers.setTimeout(idleCheck, 1000, check) as { unref?: () => void } | undefined;
   timer?.unref?.();
 }
 
-function idleCheck(): void {
-  if (S.exitHooked && (S.pending > 0 || S.activity !== S.exitSeen)) {
+function idleCheck(check: IdleCheck): void {
+  // A check that is no longer the armed one (state reset by a test) does nothing.
+  if (check !== S.exitCheck) return;
+  if (S.exitHooked && S.activity !== check.seen) {
     // Work came within the last second: look again in a second (this
-    // callback already runs outside any scope).
-    S.exitSeen = S.activity;
-    armIdleCheck();
+    // callback already runs outside any scope). Only new work re-arms it:
+    // work that is merely still pending does not, so a callback that never
+    // settles cannot keep a timer going forever; idle() arms a new check
+    // when pending work reaches zero again.
+    check.seen = S.activity;
+    armIdleCheck(check);
     return;
   }
-  S.exitCheck = false;
+  S.exitCheck = undefined;
   unhookExit();
 }
 
@@ -613,12 +618,20 @@ export function finishDrainer(d: import('./state.js').Drainer): void {
 const finishedOutcomes: (Outcome | undefined)[] = [];
 const ABORTED_BEFORE_HEADERS: Outcome = Object.freeze({ kind: 'http', ok: false, aborted: true });
 
+function finishedOutcome(statusCode: number): Outcome {
+  return Object.freeze({ kind: 'http', statusCode, ok: statusCode < 400, aborted: false });
+}
+
 /** The HTTP outcome of a closed response. @internal */
 export function httpOutcome(res: ServerResponse): Outcome {
   if (res.writableFinished) {
     // Outcomes are frozen: a finished response's is shared by every response with its status.
+    // Node sent a status in 100–999; code that reassigns res.statusCode
+    // after the fact gets an outcome of its own rather than a cache entry.
     const statusCode = res.statusCode;
-    return (finishedOutcomes[statusCode] ??= Object.freeze({ kind: 'http', statusCode, ok: statusCode < 400, aborted: false }));
+    return statusCode >= 100 && statusCode <= 999 && (statusCode | 0) === statusCode
+      ? (finishedOutcomes[statusCode] ??= finishedOutcome(statusCode))
+      : finishedOutcome(statusCode);
   }
   return res.headersSent
     ? Object.freeze({ kind: 'http', statusCode: res.statusCode, ok: false, aborted: true })

@@ -29,6 +29,11 @@ export interface Slice {
   until: number;
 }
 
+/** The armed idle check: `seen` is `activity` when it was (re-)armed; unchanged a second later means the process stayed idle. */
+export interface IdleCheck {
+  seen: number;
+}
+
 export interface Timers {
   now(): number;
   setTimeout<T>(fn: (arg: T) => void, ms: number, arg: T): unknown;
@@ -94,12 +99,10 @@ export interface State {
   timers: Timers;
   override: Override | undefined;
   exitHooked: boolean;
-  /** An unref'd idle check is scheduled to remove the 'beforeExit' listener. */
-  exitCheck: boolean;
+  /** The unref'd idle check scheduled to remove the 'beforeExit' listener, if any. */
+  exitCheck: IdleCheck | undefined;
   /** Times pending work went from none to some (busy() calls). */
   activity: number;
-  /** `activity` when the idle check was armed: unchanged a second later means the process stayed idle. */
-  exitSeen: number;
   onBeforeExit: (() => void) | undefined;
 }
 
@@ -142,9 +145,8 @@ function create(): State {
     timers: realTimers,
     override: undefined,
     exitHooked: false,
-    exitCheck: false,
+    exitCheck: undefined,
     activity: 0,
-    exitSeen: 0,
     onBeforeExit: undefined,
   };
 }
