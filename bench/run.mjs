@@ -91,6 +91,7 @@ const PLAN = QUICK
 if (args.rounds) PLAN.throughput.rounds = Number(args.rounds);
 if (args.duration) PLAN.throughput.duration = Number(args.duration);
 const FRAMEWORKS = ['express', 'koa'];
+const SCHED_TASKS = ['alsLoop', 'restore', 'minimal', 'rd', 'poppinss']; // each beside the bare loop, in a process of its own
 // floor-aa runs the floor's code in a second process: the A/A control that
 // shows how far two identical servers' ratios drift apart in this run.
 // floor-aa sits as far from floor in the rotation as rd does (two slots), so
@@ -418,20 +419,27 @@ async function overloadSuite(label, server) {
  * of the same process (`vsBare`, what the targets use).
  */
 function mergeScheduler(runs) {
+  const keys = [...new Set(runs.flatMap((r) => Object.keys(r.ms)))];
+  const having = (k) => runs.filter((r) => r.ms[k] !== undefined);
   const ms = {};
-  for (const k of Object.keys(runs[0].ms)) ms[k] = median(runs.map((r) => r.ms[k]));
-  const n = runs[0].n;
   const vsBare = {};
-  for (const k of Object.keys(runs[0].ms)) vsBare[k] = median(runs.map((r) => r.ms.bare / r.ms[k]));
+  for (const k of keys) {
+    ms[k] = median(having(k).map((r) => r.ms[k]));
+    vsBare[k] = median(having(k).map((r) => r.ms.bare / r.ms[k]));
+  }
+  const n = runs[0].n;
+  const rdRuns = having('rd');
   return {
     n,
     rounds: runs[0].rounds,
-    processes: runs.length,
+    processes: rdRuns.length,
+    processesInAll: runs.length,
     ms,
     callsPerSec: Object.fromEntries(Object.entries(ms).map(([k, v]) => [k, n / (v / 1000)])),
     vsBare,
-    rdVsPoppinss: median(runs.map((r) => r.ms.poppinss / r.ms.rd)),
-    perProcess: runs.map((r) => r.callsPerSec),
+    // rd and @poppinss/defer ran in separate processes: compare their speeds relative to each one's bare loop.
+    rdVsPoppinss: vsBare.rd / vsBare.poppinss,
+    perProcess: rdRuns.map((r) => r.callsPerSec),
   };
 }
 
@@ -485,14 +493,19 @@ async function measureNode(major) {
   await step('micro', async () => {
     log(`  N${major} micro-benchmarks`);
     res.micro = await runChild(node, [], 'micro.mjs', { quick: QUICK, only: ['defer', 'lifecycle', 'linear'] });
-    // The scheduler in processes of its own, alike. This machine's speed
-    // drifts by up to 1.5× over seconds (a plain integer loop does too), so
-    // absolute times are one sample each; the targets use the median over
-    // processes of the in-process ratios, whose tasks run interleaved.
+    // The scheduler in processes of its own: one per task and repetition,
+    // each task interleaved with the bare loop in its process. This machine's
+    // speed drifts by up to 1.5× over seconds (a plain integer loop does too),
+    // so absolute times are one sample each; the targets use the median over
+    // processes of the ratio to the bare loop of the same process. Tasks do
+    // not share a process: they slow each other down through Node's own
+    // async_hooks code (see micro.mjs).
     const runs = [];
     for (let i = 0; i < (QUICK ? 1 : 3); i++) {
-      await pause(100);
-      runs.push((await runChild(node, [], 'micro.mjs', { quick: QUICK, only: ['scheduler'] })).scheduler);
+      for (const task of SCHED_TASKS) {
+        await pause(50);
+        runs.push((await runChild(node, [], 'micro.mjs', { quick: QUICK, only: ['scheduler'], schedTasks: [task] })).scheduler);
+      }
     }
     res.micro.scheduler = mergeScheduler(runs);
     await pause(100);

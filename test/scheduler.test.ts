@@ -350,6 +350,33 @@ describe('time slicing', () => {
       restore();
     }
   });
+
+  it('notices slow callbacks after quick ones within 16 callbacks, then times them one by one', async () => {
+    const { setTimers } = await import('../src/core/state.js');
+    let now = 1;
+    let ran = 0;
+    const yieldsAt: number[] = [];
+    const restore = setTimers({
+      now: () => now,
+      setImmediate: (fn, arg) => (yieldsAt.push(ran), setImmediate(fn, arg)),
+    });
+    try {
+      // 200 callbacks of 1 µs (the stride grows to its bound), then 40 of 3 ms each.
+      await withDefer(() => {
+        for (let i = 0; i < 200; i++) defer(() => void (ran++, (now += 0.001)));
+        for (let i = 0; i < 40; i++) defer(() => void (ran++, (now += 3)));
+      }, { await: true });
+      expect(ran).toBe(240);
+      // The first yield comes at most 16 callbacks after the slow ones began.
+      expect(yieldsAt[0]).toBeGreaterThan(200);
+      expect(yieldsAt[0]).toBeLessThanOrEqual(200 + 16);
+      // From then on every ~10 ms: at most 5 callbacks of 3 ms between two yields.
+      for (let i = 1; i < yieldsAt.length; i++) expect(yieldsAt[i]! - yieldsAt[i - 1]!).toBeLessThanOrEqual(5);
+      expect(yieldsAt.at(-1)).toBeGreaterThanOrEqual(240 - 5);
+    } finally {
+      restore();
+    }
+  });
 });
 
 describe('slot inheritance', () => {

@@ -31,7 +31,7 @@ const REMOVED = 4; // forgotten, replaced, skipped, refused or abandoned before 
 
 const YIELD_EVERY = 1000;
 const YIELD_MS = 10;
-const MAX_STRIDE = 4;
+const MAX_STRIDE = 16;
 
 const BRAND_CALLBACK = Symbol.for('request-defer.DeferredCallback');
 const BRAND_COLLECTION = Symbol.for('request-defer.DeferredCallbackCollection');
@@ -784,7 +784,7 @@ interface SliceState {
  * Counts one more callback of a loop; true when the loop must yield to the
  * event loop now: after 1 000 callbacks, or once ~10 ms have passed. The
  * clock is not read for a slice's first callback (most scopes run one), and
- * then every `stride` callbacks, the stride doubling up to 4 while
+ * then every `stride` callbacks, the stride doubling up to 16 while
  * callbacks are quick (a stride under 0.5 ms) and falling back to 1 as soon
  * as they are not, so slow synchronous callbacks are timed one by one and
  * cheap ones do not pay a clock read each.
