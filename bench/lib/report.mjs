@@ -246,7 +246,7 @@ function sections(results) {
     out.push({
       title: `Throughput: ${p.connections} connections, ${p.throughput.rounds} alternating round(s) of ${p.throughput.duration} s per variant`,
       note:
-        'req/s, p50 and p99 (ms) are medians over rounds; ×bare/×floor/×hand are medians of per-round req/s ratios (each round runs every variant once, in rotated order). ' +
+        'req/s, p50 and p99 (ms) are medians over rounds; ×bare/×floor/×hand are medians of per-round req/s ratios (each round runs every variant once, the order rotated each round and reversed in odd rounds). ' +
         'The A/A control row runs the floor\'s code in a second server process: its ×floor is what chance alone does to a ratio in this run. ' +
         'cpu µs/req is the server process\'s CPU time (user + system) per response; its ratios (cpu×…, inverse CPU cost) are far less sensitive to other load on the machine than req/s.',
       head: ['node', 'framework', 'variant', 'req/s', 'p50 ms', 'p99 ms', '×bare', '×floor', '×hand', 'cpu µs/req', 'cpu×bare', 'cpu×floor', 'cpu×hand'],
@@ -392,7 +392,7 @@ function sections(results) {
       note:
         '"bare (no ALS)" is the loop in the same process before any AsyncLocalStorage was enabled; every other column runs after the library\'s ALS is enabled, as in any process that uses it (on Node 20/22 that makes every promise pay an async_hooks hook). Targets compare with "bare loop". ' +
         '"context restore" is the control doing only what semantic 11 needs: an AsyncResource per callback, each callback awaited through runInAsyncScope. ' +
-        '"minimal engine" adds only what any correct engine must: a record per callback (function, captured context, state) released after it ran, failures caught and counted; no slots, timeouts, ordering, nesting, tracing or time slicing. Calls/s are medians over 3 fresh processes (per process: the "rd per process" column); the ÷ columns are medians over processes of the ratio within each process, where the tasks run interleaved over rounds.',
+        '"minimal engine" adds only what any correct engine must: a record per callback (function, captured context, state) released after it ran, failures caught and counted; no slots, timeouts, ordering, nesting, tracing or time slicing. Each task runs in 3 fresh processes of its own, interleaved over rounds with the bare loop of the same process (tasks sharing a process slow each other down through Node\'s async_hooks code); calls/s are medians over those processes (request-defer\'s per process: the "rd per process" column), and the ÷ columns medians over processes of the ratio to the bare loop of the same process ("rd ÷ poppinss" is the ratio of their two "÷ bare" figures).',
       head: ['node', 'bare (no ALS)', 'bare loop', 'loop in ALS.run', 'context restore per call', 'minimal engine', 'request-defer', 'rd per process', '@poppinss/defer', 'rd ÷ bare', 'restore ÷ bare', 'minimal ÷ bare', 'rd ÷ bare (no ALS)', 'rd ÷ poppinss'],
       align: ['l'],
       rows: sRows,
