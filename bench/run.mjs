@@ -45,7 +45,8 @@ if (args.help) {
   --quick    one Node (the one running this script), short rounds, < 60 s; writes to bench/.raw/quick/
   --node     Node majors to measure (default 20,22,24,26; with --quick the current one)
   --only     comma list of suites: throughput,latency,overload,micro,memory,promises
-  --out      output directory (default bench/ for a full run)
+  --out      output directory (default bench/ for a complete default run, bench/.raw/partial/
+             when --node, --only, --variants, --rounds, --duration, --profile or --no-pin is given)
   --build    run npm run build first when dist/ is older than src/ (default: warn only,
              since the working tree is shared and src/ may be mid-edit; a missing dist/ is always built)
   --render F re-render the tables, results.md and chart.svg from a saved results.json (no measuring)
@@ -68,7 +69,11 @@ const majors = args.node
     ? [process.versions.node.split('.')[0]]
     : ['20', '22', '24', '26'];
 let PIN; // set by main(): see pinPlan()
-const OUT = args.out ? resolve(process.cwd(), args.out) : QUICK ? join(BENCH, '.raw', 'quick') : BENCH;
+// Only a complete default run replaces the committed results: a quick or
+// partial one (chosen Node versions, suites, variants, rounds or duration)
+// writes under bench/.raw/.
+const PARTIAL = Boolean(args.node || args.only || args.variants || args.rounds || args.duration || args.profile || args['no-pin']);
+const OUT = args.out ? resolve(process.cwd(), args.out) : QUICK ? join(BENCH, '.raw', 'quick') : PARTIAL ? join(BENCH, '.raw', 'partial') : BENCH;
 const RAW = join(BENCH, '.raw');
 const PROFILES = join(RAW, 'profiles');
 
@@ -96,10 +101,10 @@ const SCHED_TASKS = ['alsLoop', 'restore', 'minimal', 'rd', 'poppinss']; // each
 // shows how far two identical servers' ratios drift apart in this run.
 // floor-aa sits as far from floor in the rotation as rd does (two slots), so
 // the control measures the same kind of pair as the target.
-const ALL_VARIANTS = ['bare', 'floor-aa', 'hand', 'floor', 'poppinss', 'rd', 'rd-idle'];
+const ALL_VARIANTS = ['bare', 'floor-aa', 'hand', 'floor', 'poppinss', 'rd', 'rd-idle', 'floor-lib'];
 // rd-idle (the middleware without a defer()) is left out by default to keep
 // the full run under 10 minutes; the lifecycle micro-benchmark measures it.
-const DEFAULT_VARIANTS = ALL_VARIANTS.filter((v) => v !== 'rd-idle');
+const DEFAULT_VARIANTS = ALL_VARIANTS.filter((v) => v !== 'rd-idle' && v !== 'floor-lib');
 const VARIANTS = args.variants ? args.variants.split(',').map((s) => s.trim()) : DEFAULT_VARIANTS;
 /** The Node 22 --experimental-async-context-frame run of Koa: the target's variants only. */
 const ACF_VARIANTS = VARIANTS.filter((v) => ['bare', 'floor-aa', 'hand', 'floor', 'rd'].includes(v));
@@ -615,7 +620,7 @@ async function main() {
   mkdirSync(RAW, { recursive: true });
   writeFileSync(join(OUT, 'results.md'), renderMarkdown(results));
   writeFileSync(join(OUT, 'chart.svg'), renderSvg(results));
-  writeFileSync(join(QUICK ? OUT : RAW, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(join(OUT === BENCH ? RAW : OUT, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   log(`wrote ${join(OUT, 'results.md')} and ${join(OUT, 'chart.svg')} in ${results.elapsedSec} s`);
   if (problems.length > 0) {
     process.stderr.write(`\nbench: the harness had ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);

@@ -53,8 +53,11 @@ async function expressApp(variant) {
         app.get('/', (req, res) => res.send(HELLO));
         break;
       case 'floor':
+      case 'floor-lib':
       case 'floor-aa': { // floor-aa: the same code in a second process (A/A control)
         // The floor of this design: one AsyncLocalStorage.run, one 'close' listener, an array.
+        // floor-lib: the same with request-defer loaded but unused (what loading the package costs).
+        if (variant === 'floor-lib') await loadLibrary();
         const als = new AsyncLocalStorage();
         app.use((req, res, next) => {
           const fns = [];
@@ -159,7 +162,9 @@ async function koaApp(variant) {
         });
         break;
       case 'floor':
+      case 'floor-lib': // request-defer loaded, unused (see Express)
       case 'floor-aa': { // floor-aa: the same code in a second process (A/A control)
+        if (variant === 'floor-lib') await loadLibrary();
         const als = new AsyncLocalStorage();
         app.use((ctx, next) => {
           const fns = [];
@@ -274,7 +279,7 @@ async function control(req, res) {
   switch (req.url) {
     case '/__cpu': {
       const { user, system } = process.cpuUsage();
-      body = { us: user + system };
+      body = { us: user + system, user, system };
       break;
     }
     case '/__heap':

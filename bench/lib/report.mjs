@@ -8,6 +8,7 @@ export const VARIANT_LABEL = {
   hand: 'hand-rolled: on-finished + array (no ALS)',
   rd: 'request-defer, one defer() per request',
   'rd-idle': 'request-defer, no defer() call',
+  'floor-lib': 'floor, with request-defer loaded (unused)',
   poppinss: '@poppinss/defer, one push() per request',
 };
 const FW = { express: 'Express 5', koa: 'Koa 3' };
