@@ -52,7 +52,7 @@ if (args.help) {
   --render F re-render the tables, results.md and chart.svg from a saved results.json (no measuring)
   --profile  run the throughput servers with --cpu-prof into bench/.raw/profiles/
              (summarise one with: node bench/profile-summary.mjs FILE.cpuprofile)
-  --variants throughput variants to run (default: bare,floor-aa,hand,floor,poppinss,rd; also rd-idle)
+  --variants throughput variants to run (default: bare,floor-aa,hand,floor,poppinss,rd; also rd-idle, floor-lib)
   --no-pin   do not pin the servers and the load generator to separate CPUs
   --rounds N, --duration S   override the throughput rounds and seconds per round (A/B runs)
 `);
