@@ -70,8 +70,8 @@ const majors = args.node
     : ['20', '22', '24', '26'];
 let PIN; // set by main(): see pinPlan()
 // Only a complete default run replaces the committed results: a quick or
-// partial one (chosen Node versions, suites, variants, rounds or duration)
-// writes under bench/.raw/.
+// partial one (chosen Node versions, suites, variants, rounds or duration,
+// or changed measuring conditions: --profile, --no-pin) writes under bench/.raw/.
 const PARTIAL = Boolean(args.node || args.only || args.variants || args.rounds || args.duration || args.profile || args['no-pin']);
 const OUT = args.out ? resolve(process.cwd(), args.out) : QUICK ? join(BENCH, '.raw', 'quick') : PARTIAL ? join(BENCH, '.raw', 'partial') : BENCH;
 const RAW = join(BENCH, '.raw');
@@ -447,7 +447,6 @@ function mergeScheduler(runs) {
     n,
     rounds: runs[0].rounds,
     processes: rdRuns.length,
-    processesInAll: runs.length,
     ms,
     callsPerSec: Object.fromEntries(Object.entries(ms).map(([k, v]) => [k, n / (v / 1000)])),
     vsBare,

@@ -6,8 +6,8 @@
 // It listens on 127.0.0.1 (ephemeral port) and prints `LISTENING <port>`.
 // Routes under /__ are answered by a plain node:http layer in front of the
 // app (never through the app's middleware):
-//   /__cpu    process.cpuUsage() (user + system, µs): CPU per request is
-//             far less sensitive than req/s to other load on the machine
+//   /__cpu    process.cpuUsage() (user + system, µs, and each apart): CPU per
+//             request is far less sensitive than req/s to other load on the machine
 //   /__heap   gc (when --expose-gc) and report process.memoryUsage().heapUsed
 //   /__stats  deferStats(), peak queued and peak heap seen by the sampler
 //   /__drain  await drain(), then gc and report the heap

@@ -127,7 +127,7 @@ export function evaluateTargets(results) {
             : schedStatus === 'missed' && Number.isFinite(minimal)
               ? `request-defer runs at ${f(vsBare / minimal, 2)}× the minimal engine control${minimal < 0.5 ? ', which itself misses the target' : ''}`
               : undefined;
-        add(n, `scheduler: ${m.scheduler.n} async callbacks vs bare await loop (median of ${m.scheduler.processes ?? 1} process${(m.scheduler.processes ?? 1) === 1 ? "" : "es"}, each task beside the bare loop in processes of its own)`, vsBare, `${f(vsBare * 100, 0)}%${controlsNote ? ` (controls: ${controlsNote})` : ''}`, '≥ 50%', schedStatus, schedWhy);
+        add(n, `scheduler: ${m.scheduler.n} async callbacks vs bare await loop (median of ${m.scheduler.processes ?? 1} process${(m.scheduler.processes ?? 1) === 1 ? '' : 'es'}, each task beside the bare loop in processes of its own)`, vsBare, `${f(vsBare * 100, 0)}%${controlsNote ? ` (controls: ${controlsNote})` : ''}`, '≥ 50%', schedStatus, schedWhy);
         const vsPop = m.scheduler.rdVsPoppinss ?? s.rd / s.poppinss;
         const popStatus = vsPop >= 20 ? 'met' : 20 * r.poppinss > 1 ? 'explained' : 'missed';
         add(
