@@ -14,14 +14,14 @@
 //
 // Writes bench/ab.md (the committed record; --out elsewhere for a scratch
 // run) and bench/.raw/ab/<date>.json; prints the table.
-import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { getJSON, load, median, startServer } from './lib/load.mjs';
+import { getJSON, load, median, rotate, startServer } from './lib/load.mjs';
 import { nodeVersion, resolveNode } from './lib/nodes.mjs';
+import { pinPlan } from './lib/pin.mjs';
 import { VARIANT_LABEL } from './lib/report.mjs';
 import { revision } from './lib/revision.mjs';
 
@@ -88,21 +88,8 @@ cpSync(join(ROOT, 'dist'), snapshot, { recursive: true });
 process.env.REQUEST_DEFER_BENCH_DIST = snapshot;
 
 const nproc = os.availableParallelism(); // before pinning narrows it
-// The load generator (this process) on one CPU, the servers on another.
-let prefix = [];
-if (nproc >= 2) {
-  try {
-    execFileSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
-    prefix = ['taskset', '-c', '1'];
-  } catch {
-    // no taskset: unpinned
-  }
-}
-
-const rotate = (xs, round) => {
-  const r = xs.map((_, i) => xs[(i + round) % xs.length]);
-  return round % 2 ? r.reverse() : r;
-};
+const pin = pinPlan();
+const prefix = pin === undefined ? [] : ['taskset', '-c', pin.children];
 
 const started = Date.now();
 const results = {};
@@ -161,7 +148,7 @@ const md = `# CPU per request, A/B (npm run bench:ab)
 - Node: ${[...new Set(Object.values(results).map((r) => r.version))].join(', ')}
 - request-defer: ${rev}
 - Machine: nproc ${nproc}, ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.type()} ${os.release()} ${os.arch()}
-- Plan: ${rounds} round(s) of fresh servers, ${connections} connections, 1 s warm-up then ${duration} s per variant; ${prefix.length > 0 ? 'load generator on CPU 0, servers on CPU 1' : 'unpinned'}
+- Plan: ${rounds} round(s) of fresh servers, ${connections} connections, 1 s warm-up then ${duration} s per variant; ${pin === undefined ? 'unpinned' : `load generator on CPU ${pin.runner}, servers on CPU ${pin.children}`}
 - Elapsed: ${((Date.now() - started) / 1000).toFixed(0)} s
 
 Medians over rounds of each server's CPU time per response (process.cpuUsage() before and after the load, ÷ responses). "user − ${variants[0]}" is the median of per-round differences; "×${variants[0]} by CPU" the median of per-round ratios ${variants[0]} ÷ row (higher is cheaper). Method and reading: [docs/benchmarks.md](../docs/benchmarks.md#cpu-per-request-ab).

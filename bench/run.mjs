@@ -15,7 +15,8 @@ import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { getJSON, load, median, pause, percentile, pool, startServer } from './lib/load.mjs';
+import { getJSON, load, median, pause, percentile, pool, rotate, startServer } from './lib/load.mjs';
+import { pinPlan } from './lib/pin.mjs';
 import { nodeVersion, resolveNode } from './lib/nodes.mjs';
 import { revision } from './lib/revision.mjs';
 import { evaluateTargets, renderMarkdown, renderSvg, renderText } from './lib/report.mjs';
@@ -114,28 +115,6 @@ const ACF = '--experimental-async-context-frame';
 
 const problems = []; // harness problems: any makes the exit status 1
 
-/**
- * CPU pinning: on a machine with 2+ CPUs and taskset(1), the runner (which
- * drives autocannon) stays on CPU 0 and every measured child process on
- * CPU 1, so the load generator and the server never trade places on a core.
- */
-function pinPlan() {
-  if (args['no-pin'] || os.availableParallelism() < 2) return undefined;
-  try {
-    // The first two CPUs this process may use ("pid N's current affinity list: 0-3,6").
-    const list = execFileSync('taskset', ['-p', '-c', String(process.pid)], { encoding: 'utf8' }).split(':').pop().trim();
-    const cpus = list.split(',').flatMap((part) => {
-      const [a, b = a] = part.split('-').map(Number);
-      return Array.from({ length: b - a + 1 }, (_, i) => String(a + i));
-    });
-    if (cpus.length < 2) return undefined;
-    execFileSync('taskset', ['-a', '-p', '-c', cpus[0], String(process.pid)], { stdio: 'ignore' });
-    return { runner: cpus[0], children: cpus[1] };
-  } catch {
-    return undefined;
-  }
-}
-
 function log(msg) {
   const t = ((performance.now() - T0) / 1000).toFixed(1).padStart(6);
   process.stderr.write(`[${t}s] ${msg}\n`);
@@ -233,11 +212,6 @@ function runChild(node, execArgv, script, arg, timeoutMs = 180_000) {
 // slots before it, and the slot measured mattered: on Node 26 (2026-12-04)
 // the A/A twin moved into request-defer's slot came out 0.925× the floor
 // (Express), against 0.999× in its own slot minutes earlier.
-const rotate = (xs, k) => {
-  const order = xs.map((_, i) => xs[(i + k) % xs.length]);
-  return k % 2 === 1 ? order.reverse() : order;
-};
-
 function checkRun(label, r) {
   if (r.errors > 0 || r.non2xx > 0 || r.requests === 0) {
     problems.push(`${label}: ${r.requests} responses, ${r.errors} errors, ${r.non2xx} non-2xx`);
@@ -585,7 +559,7 @@ async function main() {
   const revisionNote = revision(ROOT);
   snapshotDist();
   const machineInfo = machine(); // before pinning: nproc counts the CPUs this process may use
-  PIN = pinPlan();
+  PIN = pinPlan(args['no-pin']);
   const results = {
     date: new Date().toISOString(),
     quick: QUICK,

@@ -161,3 +161,9 @@ export const median = (xs) => {
 };
 
 export const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Round k's order of xs: rotated by k, reversed in odd rounds (every pair runs in both orders). */
+export const rotate = (xs, k) => {
+  const order = xs.map((_, i) => xs[(i + k) % xs.length]);
+  return k % 2 === 1 ? order.reverse() : order;
+};
