@@ -13,7 +13,7 @@
 //   (`{ await: true }`, registration included) vs a bare
 //   `for (const fn of fns) await fn()` loop (measured in this process after
 //   the library's ALS is enabled, and once before: `barePristine`), vs the
-//   same loop inside one AsyncLocalStorage.run, vs @poppinss/defer's
+//   same loop inside one withDefer scope, vs @poppinss/defer's
 //   DeferQueue (default concurrency 10). Tasks interleaved over 3 rounds.
 // - linear growth: one scope with 10 000 vs 100 000 callbacks, unnamed and
 //   named (unique names), equal total work per size, with and without GC
@@ -221,16 +221,23 @@ section('lifecycle');
 // ---------------------------------------------------------------------------
 // Scheduler throughput
 if (want('scheduler')) {
-  const als = new AsyncLocalStorage();
   const queue = new DeferQueue();
   const minimalCounts = { completed: 0, failed: 0 };
+  // The controls run inside a withDefer scope, i.e. in request-defer's own
+  // AsyncLocalStorage, not in one of their own: on Node 20 and 22 every
+  // enabled AsyncLocalStorage adds its own work to every promise of the
+  // process (a second one slowed the bare loop from 1.38 to 2.19 ms per
+  // 10 000 on Node 20, 1.40 to 2.09 on Node 22), so a control with an ALS
+  // of its own would slow the bare loop it is compared with and flatter its
+  // ratio. (Until 2026-12-04 they did: context restore 70 %, minimal engine
+  // 66-69 % on Node 20 and 22.)
   const tasks = {
     bare: bareLoop,
-    alsLoop: () => als.run({}, bareLoop),
+    alsLoop: () => withDefer(bareLoop),
     // What any implementation of SPEC semantic 11 pays per callback and no more: capture the
     // async context at registration (an AsyncResource), restore it to run the callback.
     restore: () =>
-      als.run({}, async () => {
+      withDefer(async () => {
         const resources = fns.map(() => new AsyncResource('bench'));
         for (let i = 0; i < fns.length; i++) await resources[i].runInAsyncScope(fns[i]);
       }),
@@ -240,7 +247,7 @@ if (want('scheduler')) {
     // counted, the record released. No slots, timeouts, ordering rules,
     // nesting, tracing or time slicing.
     minimal: () =>
-      als.run({}, async () => {
+      withDefer(async () => {
         const records = [];
         for (const fn of fns) records.push({ fn, resource: new AsyncResource('bench'), state: 0 });
         for (let i = 0; i < records.length; i++) {

@@ -394,7 +394,7 @@ function sections(results) {
         '"bare (no ALS)" is the loop in the same process before any AsyncLocalStorage was enabled; every other column runs after the library\'s ALS is enabled, as in any process that uses it (on Node 20/22 that makes every promise pay an async_hooks hook). Targets compare with "bare loop". ' +
         '"context restore" is the control doing only what semantic 11 needs: an AsyncResource per callback, each callback awaited through runInAsyncScope. ' +
         '"minimal engine" adds only what any correct engine must: a record per callback (function, captured context, state) released after it ran, failures caught and counted; no slots, timeouts, ordering, nesting, tracing or time slicing. Each task runs in 3 fresh processes of its own, interleaved over rounds with the bare loop of the same process (tasks sharing a process slow each other down through Node\'s async_hooks code); calls/s are medians over those processes (request-defer\'s per process: the "rd per process" column), and the ÷ columns medians over processes of the ratio to the bare loop of the same process ("rd ÷ poppinss" is the ratio of their two "÷ bare" figures).',
-      head: ['node', 'bare (no ALS)', 'bare loop', 'loop in ALS.run', 'context restore per call', 'minimal engine', 'request-defer', 'rd per process', '@poppinss/defer', 'rd ÷ bare', 'restore ÷ bare', 'minimal ÷ bare', 'rd ÷ bare (no ALS)', 'rd ÷ poppinss'],
+      head: ['node', 'bare (no ALS)', 'bare loop', 'loop in a withDefer scope', 'context restore per call', 'minimal engine', 'request-defer', 'rd per process', '@poppinss/defer', 'rd ÷ bare', 'restore ÷ bare', 'minimal ÷ bare', 'rd ÷ bare (no ALS)', 'rd ÷ poppinss'],
       align: ['l'],
       rows: sRows,
     });
