@@ -221,6 +221,8 @@ section('lifecycle');
 // ---------------------------------------------------------------------------
 // Scheduler throughput
 if (want('scheduler')) {
+  // request-defer's AsyncLocalStorage (internal: its shared state), for the minimal-engine control's scope lookup.
+  const rdAls = globalThis[Symbol.for('request-defer')].als;
   const queue = new DeferQueue();
   const minimalCounts = { completed: 0, failed: 0 };
   // The controls run inside a withDefer scope, i.e. in request-defer's own
@@ -240,16 +242,19 @@ if (want('scheduler')) {
         for (let i = 0; i < fns.length; i++) await resources[i].runInAsyncScope(fns[i]);
       }),
     // The least a correct engine does: a record per callback (what it runs,
-    // its captured context, its state, for drain and abandonment to report
-    // by name), each run in its captured context, failures caught and
-    // counted, the record released, and a setImmediate turn every 1 000
-    // callbacks (SPEC: an invocation yields at least every ~10 ms or 1 000
-    // callbacks; 10 000 no-op callbacks take well under 10 ms, so the count
-    // decides). No slots, timeouts, ordering rules, nesting, tracing, clock.
+    // its scope, its captured context, its state, for drain and abandonment
+    // to report by name), the scope found through AsyncLocalStorage as a
+    // defer() without arguments must (the same store request-defer reads:
+    // its own, reached through its process-wide state), each callback run in
+    // its captured context, failures caught and counted, the record
+    // released, and a setImmediate turn every 1 000 callbacks (SPEC: an
+    // invocation yields at least every ~10 ms or 1 000 callbacks; 10 000
+    // no-op callbacks take well under 10 ms, so the count decides). No
+    // slots, timeouts, ordering rules, nesting, tracing, clock.
     minimal: () =>
       withDefer(async () => {
         const records = [];
-        for (const fn of fns) records.push({ fn, resource: new AsyncResource('bench'), state: 0 });
+        for (const fn of fns) records.push({ fn, scope: rdAls.getStore(), resource: new AsyncResource('bench'), state: 0 });
         for (let i = 0; i < records.length; i++) {
           if (i > 0 && i % 1000 === 0) await new Promise((resolve) => setImmediate(resolve));
           const r = records[i];

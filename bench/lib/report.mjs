@@ -123,7 +123,7 @@ export function evaluateTargets(results) {
         const schedStatus = vsBare >= 0.5 ? 'met' : minimal < 0.5 && vsBare >= 0.9 * minimal ? 'explained' : 'missed';
         const schedWhy =
           schedStatus === 'explained'
-            ? `the minimal engine control (a record per callback, its context restored, failures caught, a yield every 1 000: nothing else) reaches only ${f(minimal * 100, 0)}%`
+            ? `the minimal engine control (a record per callback, its scope looked up, its context restored, failures caught, a yield every 1 000: nothing else) reaches only ${f(minimal * 100, 0)}%`
             : schedStatus === 'missed' && Number.isFinite(minimal)
               ? `request-defer runs at ${f(vsBare / minimal, 2)}× the minimal engine control${minimal < 0.5 ? ', which itself misses the target' : ''}`
               : undefined;
@@ -393,7 +393,7 @@ function sections(results) {
       note:
         '"bare (no ALS)" is the loop in the same process before any AsyncLocalStorage was enabled; every other column runs after the library\'s ALS is enabled, as in any process that uses it (on Node 20/22 that makes every promise pay an async_hooks hook). Targets compare with "bare loop". ' +
         '"context restore" is the control doing only what semantic 11 needs: an AsyncResource per callback, each callback awaited through runInAsyncScope. ' +
-        '"minimal engine" adds only what any correct engine must: a record per callback (function, captured context, state) released after it ran, failures caught and counted, a setImmediate turn every 1 000 callbacks (the SPEC\'s yield); no slots, timeouts, ordering, nesting, tracing or clock. Each task runs in 3 fresh processes of its own, interleaved over rounds with the bare loop of the same process (tasks sharing a process slow each other down through Node\'s async_hooks code); calls/s are medians over those processes (request-defer\'s per process: the "rd per process" column), and the ÷ columns medians over processes of the ratio to the bare loop of the same process ("rd ÷ poppinss" is the ratio of their two "÷ bare" figures).',
+        '"minimal engine" adds only what any correct engine must: a record per callback (function, scope found through AsyncLocalStorage as defer() must, captured context, state) released after it ran, failures caught and counted, a setImmediate turn every 1 000 callbacks (the SPEC\'s yield); no slots, timeouts, ordering, nesting, tracing or clock. Each task runs in 3 fresh processes of its own, interleaved over rounds with the bare loop of the same process (tasks sharing a process slow each other down through Node\'s async_hooks code); calls/s are medians over those processes (request-defer\'s per process: the "rd per process" column), and the ÷ columns medians over processes of the ratio to the bare loop of the same process ("rd ÷ poppinss" is the ratio of their two "÷ bare" figures).',
       head: ['node', 'bare (no ALS)', 'bare loop', 'loop in a withDefer scope', 'context restore per call', 'minimal engine', 'request-defer', 'rd per process', '@poppinss/defer', 'rd ÷ bare', 'restore ÷ bare', 'minimal ÷ bare', 'rd ÷ bare (no ALS)', 'rd ÷ poppinss'],
       align: ['l'],
       rows: sRows,
