@@ -5,21 +5,23 @@
 // narrower measurement behind the HTTP deficit described in
 // docs/benchmarks.md. Each round starts a fresh server process per variant
 // (a process's speed drifts for minutes on a VM), warms them all, then loads
-// each for a few seconds with 50 connections, in an order that rotates every
-// round and reverses in odd rounds; a variant's figure is the median over
+// each for a few seconds with 50 connections, in an order that runs forwards
+// in even rounds and backwards in odd ones, shifted by one every two rounds
+// (pairedOrder() in lib/load.mjs); a variant's figure is the median over
 // rounds of (CPU time used ÷ responses), read from the server's /__cpu
 // route. The ratio column is the first variant's CPU per request ÷ the row's
 // (higher is cheaper), and the second variant is best an A/A twin of the
 // first, so the table shows what chance alone does to a ratio.
 //
-// Writes bench/ab.md (the committed record; --out elsewhere for a scratch
-// run) and bench/.raw/ab/<date>.json; prints the table.
-import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+// Writes the table to bench/.raw/ab/latest.md (or --out; the committed
+// record, bench/ab.md, is written with --out bench/ab.md) and the raw
+// numbers to bench/.raw/ab/<date>.json; prints the table.
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { getJSON, load, median, rotate, startServer } from './lib/load.mjs';
+import { getJSON, load, median, pairedOrder, startServer } from './lib/load.mjs';
 import { nodeVersion, resolveNode } from './lib/nodes.mjs';
 import { pinPlan } from './lib/pin.mjs';
 import { VARIANT_LABEL } from './lib/report.mjs';
@@ -35,60 +37,82 @@ const HELP = `npm run bench:ab -- [options]
   --framework L   comma list of express,koa (default both)
   --variants L    comma list, the first is the baseline of the ratios
                   (default floor,floor-aa,floor-restore,rd-idle,rd; also ${VARIANTS.filter((v) => !['floor', 'floor-aa', 'floor-restore', 'rd-idle', 'rd'].includes(v)).join(', ')})
-  --rounds N      rounds of fresh servers (default 10)
+  --rounds N      rounds of fresh servers (default 10; even, so every pair runs in both orders)
   --duration S    seconds of load per variant and round (default 2; 1 s of warm-up before)
   --connections N autocannon connections (default 50)
-  --out FILE      markdown output (default bench/ab.md)`;
-
-const { values: args } = parseArgs({
-  options: {
-    node: { type: 'string' },
-    framework: { type: 'string', default: 'express,koa' },
-    variants: { type: 'string', default: 'floor,floor-aa,floor-restore,rd-idle,rd' },
-    rounds: { type: 'string', default: '10' },
-    duration: { type: 'string', default: '2' },
-    connections: { type: 'string', default: '50' },
-    out: { type: 'string' },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
-});
-if (args.help) {
-  console.log(HELP);
-  process.exit(0);
-}
+  --no-pin        do not pin the load generator and the servers to separate CPUs
+  --out FILE      markdown output (default bench/.raw/ab/latest.md; the committed
+                  record is bench/ab.md: --out bench/ab.md)`;
 
 function fail(message) {
   console.error(`bench/ab.mjs: ${message}\n\n${HELP}`);
   process.exit(2);
 }
-const list = (value) => value.split(',').map((s) => s.trim()).filter(Boolean);
-const positive = (value, name) => {
+
+let args;
+try {
+  ({ values: args } = parseArgs({
+    options: {
+      node: { type: 'string' },
+      framework: { type: 'string', default: 'express,koa' },
+      variants: { type: 'string', default: 'floor,floor-aa,floor-restore,rd-idle,rd' },
+      rounds: { type: 'string', default: '10' },
+      duration: { type: 'string', default: '2' },
+      connections: { type: 'string', default: '50' },
+      out: { type: 'string' },
+      'no-pin': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  }));
+} catch (error) {
+  fail(error.message);
+}
+if (args.help) {
+  console.log(HELP);
+  process.exit(0);
+}
+
+/** A non-empty comma list without repeats, each item accepted by `ok`. */
+const list = (value, name, ok, expected) => {
+  const items = value.split(',').map((s) => s.trim()).filter(Boolean);
+  if (items.length === 0) fail(`--${name} is empty: expected ${expected}`);
+  for (const item of items) if (!ok(item)) fail(`--${name}: unknown ${JSON.stringify(item)}, expected ${expected}`);
+  if (new Set(items).size !== items.length) fail(`--${name} lists an item twice`);
+  return items;
+};
+const positive = (value, name, integer) => {
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) fail(`--${name} expects a positive number, got ${JSON.stringify(value)}`);
+  if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) {
+    fail(`--${name} expects a positive ${integer ? 'whole number' : 'number'}, got ${JSON.stringify(value)}`);
+  }
   return n;
 };
-const frameworks = list(args.framework);
-for (const fw of frameworks) if (!(fw in FRAMEWORKS)) fail(`unknown framework ${fw} (express, koa)`);
-const variants = list(args.variants);
-for (const v of variants) if (!VARIANTS.includes(v)) fail(`unknown variant ${v} (${VARIANTS.join(', ')})`);
+const frameworks = list(args.framework, 'framework', (fw) => fw in FRAMEWORKS, 'express, koa');
+const variants = list(args.variants, 'variants', (v) => VARIANTS.includes(v), VARIANTS.join(', '));
 if (variants.length < 2) fail('--variants needs at least two variants: a baseline and something to compare');
-if (new Set(variants).size !== variants.length) fail('--variants lists a variant twice');
-const rounds = Math.round(positive(args.rounds, 'rounds'));
-const duration = positive(args.duration, 'duration');
-const connections = Math.round(positive(args.connections, 'connections'));
-const majors = list(args.node ?? process.versions.node.split('.')[0]);
-for (const m of majors) if (!/^\d+$/.test(m)) fail(`--node expects Node majors such as 20,24, got ${m}`);
+const rounds = positive(args.rounds, 'rounds', true);
+const duration = positive(args.duration, 'duration', false);
+const connections = positive(args.connections, 'connections', true);
+const majors = list(args.node ?? process.versions.node.split('.')[0], 'node', (m) => /^\d+$/.test(m), 'Node majors such as 20,24');
+const out = resolve(process.cwd(), args.out ?? join(BENCH, '.raw', 'ab', 'latest.md'));
+if (args.out !== undefined && !(existsSync(dirname(out)) && statSync(dirname(out)).isDirectory())) {
+  fail(`--out: the folder ${dirname(out)} does not exist`);
+}
+if (!existsSync(join(ROOT, 'dist', 'index.js'))) fail('dist/ is not built: run npm run build first (the A/B measures the built package)');
 const nodes = majors.map((m) => ({ major: m, bin: resolveNode(m, (msg) => console.error(msg)) }));
 
-// The servers load the built package from a snapshot of dist/ (a rebuild
-// during the run must not change what is measured).
-const snapshot = join(BENCH, '.raw', 'ab-dist');
-rmSync(snapshot, { recursive: true, force: true });
+// What is measured, read before the snapshot is taken.
+const rev = revision(ROOT);
+// The servers load the built package from a snapshot of dist/ of this run's
+// own (a rebuild, or another A/B, during the run must not change what is
+// measured), removed at the end.
+const snapshot = mkdtempSync(join(os.tmpdir(), 'request-defer-ab-dist-'));
 cpSync(join(ROOT, 'dist'), snapshot, { recursive: true });
 process.env.REQUEST_DEFER_BENCH_DIST = snapshot;
+process.on('exit', () => rmSync(snapshot, { recursive: true, force: true }));
 
 const nproc = os.availableParallelism(); // before pinning narrows it
-const pin = pinPlan();
+const pin = pinPlan(args['no-pin']);
 const prefix = pin === undefined ? [] : ['taskset', '-c', pin.children];
 
 const started = Date.now();
@@ -97,7 +121,7 @@ for (const { major, bin: node } of nodes) for (const fw of frameworks) {
   const perRound = Object.fromEntries(variants.map((v) => [v, { user: [], system: [], rps: [] }]));
   for (let round = 0; round < rounds; round++) {
     console.error(`N${major} ${fw} round ${round + 1}/${rounds}`);
-    const order = rotate(variants, round);
+    const order = pairedOrder(variants, round);
     const servers = {};
     try {
       for (const v of order) servers[v] = await startServer(node, [], { framework: fw, suite: 'throughput', variant: v }, { prefix });
@@ -132,7 +156,6 @@ for (const { major, bin: node } of nodes) for (const fw of frameworks) {
   })) };
 }
 
-const rev = revision(ROOT);
 const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : '—');
 const header = `| node | framework | variant | user µs/req | system µs/req | cpu µs/req | user − ${variants[0]} (µs) | ×${variants[0]} by CPU | req/s |\n| :-- | :-- | :-- | --: | --: | --: | --: | --: | --: |`;
 const rows = Object.values(results).flatMap(({ major, fw, rows: rs }) =>
@@ -151,15 +174,14 @@ const md = `# CPU per request, A/B (npm run bench:ab)
 - Plan: ${rounds} round(s) of fresh servers, ${connections} connections, 1 s warm-up then ${duration} s per variant; ${pin === undefined ? 'unpinned' : `load generator on CPU ${pin.runner}, servers on CPU ${pin.children}`}
 - Elapsed: ${((Date.now() - started) / 1000).toFixed(0)} s
 
-Medians over rounds of each server's CPU time per response (process.cpuUsage() before and after the load, ÷ responses). "user − ${variants[0]}" is the median of per-round differences; "×${variants[0]} by CPU" the median of per-round ratios ${variants[0]} ÷ row (higher is cheaper). Method and reading: [docs/benchmarks.md](../docs/benchmarks.md#cpu-per-request-ab).
+Medians over rounds of each server's CPU time per response (process.cpuUsage() before and after the load, ÷ responses); "cpu" is the median of each round's user + system, not the sum of the two medians. "user − ${variants[0]}" is the median of per-round differences; "×${variants[0]} by CPU" the median of per-round ratios ${variants[0]} ÷ row (higher is cheaper). Method and reading: [docs/benchmarks.md](${relative(dirname(out), join(ROOT, 'docs', 'benchmarks.md'))}#cpu-per-request-ab).
 
 ${table}
 `;
 const raw = join(BENCH, '.raw', 'ab');
 mkdirSync(raw, { recursive: true });
 writeFileSync(join(raw, `${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify({ revision: rev, rounds, duration, connections, variants, results }, null, 2));
-const out = args.out ?? join(BENCH, 'ab.md');
+mkdirSync(dirname(out), { recursive: true });
 writeFileSync(out, md);
-rmSync(snapshot, { recursive: true, force: true });
 console.log(table);
 console.log(`\nwritten: ${out}`);

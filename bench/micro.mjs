@@ -222,12 +222,16 @@ section('lifecycle');
 // Scheduler throughput
 if (want('scheduler')) {
   // request-defer's AsyncLocalStorage (internal: its shared state), for the minimal-engine control's scope lookup.
-  const rdAls = globalThis[Symbol.for('request-defer')].als;
+  const rdAls = globalThis[Symbol.for('request-defer')]?.als;
+  if (typeof rdAls?.getStore !== 'function') {
+    throw new Error("micro.mjs: request-defer's shared state (globalThis[Symbol.for('request-defer')].als) is not where the minimal-engine control expects it; update the control");
+  }
   const queue = new DeferQueue();
   const minimalCounts = { completed: 0, failed: 0 };
   // The controls run inside a withDefer scope, i.e. in request-defer's own
-  // AsyncLocalStorage, not in one of their own, so every process runs with
-  // exactly one enabled, as an app using request-defer does: on Node 20 and
+  // AsyncLocalStorage, not in one of their own, so each scheduler process of
+  // the runner (which runs this section alone) has exactly one enabled, as
+  // an app using request-defer does: on Node 20 and
   // 22 each enabled AsyncLocalStorage adds its own work to every promise of
   // the process (a second one slowed the bare loop from 1.38 to 2.19 ms per
   // 10 000 on Node 20, 1.40 to 2.09 on Node 22).
@@ -284,10 +288,12 @@ if (want('scheduler')) {
   };
   // `schedTasks`: the tasks measured in this process, beside the bare loop
   // (default: all of them). The runner measures each task in processes of its
-  // own: tasks sharing a process slow each other down through Node's shared
-  // async_hooks code (on Node 20 the bare loop itself ran 1.45 ms per 10 000
-  // alone with request-defer's scope and 2.1 ms once the minimal-engine
-  // control had run in the same process).
+  // own: tasks sharing a process slowed each other down through Node's
+  // shared async_hooks code (on Node 20 the bare loop itself ran 1.45 ms per
+  // 10 000 alone with request-defer's scope and 2.1 ms once the
+  // minimal-engine control had run in the same process: the control's own
+  // AsyncLocalStorage of the time, see above), and fresh processes are
+  // samples of the machine's drift.
   const names = schedTasks === undefined ? Object.keys(tasks) : ['bare', ...schedTasks.filter((k) => k !== 'bare')];
   for (const k of names) if (tasks[k] === undefined) throw new Error(`micro.mjs: unknown scheduler task ${k}`);
   const perRound = Object.fromEntries(names.map((k) => [k, []]));

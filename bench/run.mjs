@@ -206,12 +206,14 @@ function runChild(node, execArgv, script, arg, timeoutMs = 180_000) {
 // ---------------------------------------------------------------------------
 // HTTP suites
 
-// Round k's order: rotated by k, and reversed in odd rounds, so that every
-// pair of variants runs in both orders over the rounds. With rotation alone
-// request-defer always ran two slots after the floor and the A/A twin two
-// slots before it, and the slot measured mattered: on Node 26 (2026-12-04)
-// the A/A twin moved into request-defer's slot came out 0.925× the floor
-// (Express), against 0.999× in its own slot minutes earlier.
+// Rounds order their variants with rotate() (lib/load.mjs): rotated by the
+// round, and reversed in odd rounds, so that the floor and request-defer,
+// and the floor and its A/A twin, run in both orders over the rounds. With
+// rotation alone request-defer always ran two slots after the floor and the
+// A/A twin two slots before it, and the slot measured mattered: on Node 26
+// (2026-12-04) the A/A twin moved into request-defer's slot came out 0.925×
+// the floor (Express), against 0.999× in its own slot minutes earlier.
+
 function checkRun(label, r) {
   if (r.errors > 0 || r.non2xx > 0 || r.requests === 0) {
     problems.push(`${label}: ${r.requests} responses, ${r.errors} errors, ${r.non2xx} non-2xx`);

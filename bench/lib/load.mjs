@@ -11,7 +11,7 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
  * Starts bench/server.mjs with `config` under `node` (a binary path) and
  * resolves once it listens. `execArgv` are extra Node flags. Options:
  * `prefix`, a command the server runs under (`['taskset', '-c', '1']`, see
- * pinPlan() in run.mjs; valgrind in instructions.mjs); `env`, variables set
+ * pinPlan() in lib/pin.mjs; valgrind in instructions.mjs); `env`, variables set
  * over this process's environment; `listenTimeoutMs`.
  */
 export function startServer(node, execArgv, config, { prefix = [], env = { NODE_ENV: 'production' }, listenTimeoutMs = 15_000 } = {}) {
@@ -162,8 +162,25 @@ export const median = (xs) => {
 
 export const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Round k's order of xs: rotated by k, reversed in odd rounds (every pair runs in both orders). */
+/**
+ * Round k's order of xs for run.mjs: rotated by k, reversed in odd rounds.
+ * Not every pair runs in both orders (with 6 variants over 3 rounds the
+ * first two never swap); run.mjs's lists are ordered so that the pairs its
+ * targets compare (floor and request-defer, floor and its A/A twin) do.
+ */
 export const rotate = (xs, k) => {
   const order = xs.map((_, i) => xs[(i + k) % xs.length]);
+  return k % 2 === 1 ? order.reverse() : order;
+};
+
+/**
+ * Round k's order of xs for A/B runs: rotated by k >> 1, reversed in odd
+ * rounds, so that rounds 2j and 2j + 1 run the same order forwards and
+ * backwards: over any even number of rounds every pair runs in both
+ * orders equally often, and over 2 × xs.length rounds every variant
+ * visits every slot.
+ */
+export const pairedOrder = (xs, k) => {
+  const order = xs.map((_, i) => xs[(i + (k >> 1)) % xs.length]);
   return k % 2 === 1 ? order.reverse() : order;
 };
