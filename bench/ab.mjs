@@ -16,27 +16,29 @@
 // Writes the table to bench/.raw/ab/latest.md (or --out; the committed
 // record, bench/ab.md, is written with --out bench/ab.md) and the raw
 // numbers to bench/.raw/ab/<date>.json; prints the table.
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { getJSON, load, median, pairedOrder, startServer } from './lib/load.mjs';
+import { load, loadWithCpu, median, pairedOrder, runProblem, startServer } from './lib/load.mjs';
 import { nodeVersion, resolveNode } from './lib/nodes.mjs';
 import { pinPlan } from './lib/pin.mjs';
+import { snapshotDist } from './lib/pkg.mjs';
 import { VARIANT_LABEL } from './lib/report.mjs';
 import { revision } from './lib/revision.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BENCH = join(ROOT, 'bench');
 const VARIANTS = ['bare', 'floor', 'floor-aa', 'floor-restore', 'floor-lib', 'hand', 'rd', 'rd-idle', 'poppinss'];
+const DEFAULT_VARIANTS = ['floor', 'floor-aa', 'floor-restore', 'rd-idle', 'rd'];
 const FRAMEWORKS = { express: 'Express 5', koa: 'Koa 3' };
 
 const HELP = `npm run bench:ab -- [options]
   --node L        comma list of Node majors (default: the one running this script)
   --framework L   comma list of express,koa (default both)
   --variants L    comma list, the first is the baseline of the ratios
-                  (default floor,floor-aa,floor-restore,rd-idle,rd; also ${VARIANTS.filter((v) => !['floor', 'floor-aa', 'floor-restore', 'rd-idle', 'rd'].includes(v)).join(', ')})
+                  (default ${DEFAULT_VARIANTS.join(',')}; also ${VARIANTS.filter((v) => !DEFAULT_VARIANTS.includes(v)).join(', ')})
   --rounds N      rounds of fresh servers (default 10; even, so every pair runs in both orders)
   --duration S    seconds of load per variant and round (default 2; 1 s of warm-up before)
   --connections N autocannon connections (default 50)
@@ -55,7 +57,7 @@ try {
     options: {
       node: { type: 'string' },
       framework: { type: 'string', default: 'express,koa' },
-      variants: { type: 'string', default: 'floor,floor-aa,floor-restore,rd-idle,rd' },
+      variants: { type: 'string', default: DEFAULT_VARIANTS.join(',') },
       rounds: { type: 'string', default: '10' },
       duration: { type: 'string', default: '2' },
       connections: { type: 'string', default: '50' },
@@ -106,9 +108,7 @@ const rev = revision(ROOT);
 // The servers load the built package from a snapshot of dist/ of this run's
 // own (a rebuild, or another A/B, during the run must not change what is
 // measured), removed at the end.
-const snapshot = mkdtempSync(join(os.tmpdir(), 'request-defer-ab-dist-'));
-cpSync(join(ROOT, 'dist'), snapshot, { recursive: true });
-process.env.REQUEST_DEFER_BENCH_DIST = snapshot;
+const snapshot = snapshotDist(ROOT, mkdtempSync(join(os.tmpdir(), 'request-defer-ab-dist-')));
 process.on('exit', () => rmSync(snapshot, { recursive: true, force: true }));
 
 const nproc = os.availableParallelism(); // before pinning narrows it
@@ -127,14 +127,11 @@ for (const { major, bin: node } of nodes) for (const fw of frameworks) {
       for (const v of order) servers[v] = await startServer(node, [], { framework: fw, suite: 'throughput', variant: v }, { prefix });
       for (const v of order) await load({ port: servers[v].port, duration: 1, connections });
       for (const v of order) {
-        const before = await getJSON(servers[v].port, '/__cpu');
-        const run = await load({ port: servers[v].port, duration, connections });
-        const after = await getJSON(servers[v].port, '/__cpu');
-        if (run.errors > 0 || run.non2xx > 0 || run.requests === 0) {
-          throw new Error(`${fw} ${v}: ${run.errors} errors, ${run.non2xx} non-2xx of ${run.requests} responses`);
-        }
-        perRound[v].user.push((after.user - before.user) / run.requests);
-        perRound[v].system.push((after.system - before.system) / run.requests);
+        const run = await loadWithCpu(servers[v].port, { duration, connections });
+        const problem = runProblem(run);
+        if (problem !== undefined) throw new Error(`${fw} ${v}: ${problem}`);
+        perRound[v].user.push(run.userUs);
+        perRound[v].system.push(run.systemUs);
         perRound[v].rps.push(run.rps);
       }
     } finally {

@@ -10,13 +10,14 @@
 // printed as MISSED lines but never fail the run), 1 when the harness
 // itself broke (a server would not start, a child crashed, requests failed).
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { getJSON, load, median, pause, percentile, pool, rotate, startServer } from './lib/load.mjs';
+import { getJSON, load, loadWithCpu, median, pause, percentile, pool, rotate, runProblem, startServer } from './lib/load.mjs';
 import { pinPlan } from './lib/pin.mjs';
+import { snapshotDist } from './lib/pkg.mjs';
 import { nodeVersion, resolveNode } from './lib/nodes.mjs';
 import { revision } from './lib/revision.mjs';
 import { evaluateTargets, renderMarkdown, renderSvg, renderText } from './lib/report.mjs';
@@ -157,22 +158,6 @@ async function ensureBuilt() {
   return undefined;
 }
 
-/**
- * Copies dist/ to bench/.raw/dist-snapshot/ and points every child at it
- * (REQUEST_DEFER_BENCH_DIST), so a rebuild in the shared tree mid-run
- * changes nothing. Its bare imports (zod) still resolve from the project's
- * node_modules.
- */
-function snapshotDist() {
-  const target = join(RAW, 'dist-snapshot');
-  rmSync(target, { recursive: true, force: true });
-  mkdirSync(RAW, { recursive: true });
-  cpSync(join(ROOT, 'dist'), target, { recursive: true });
-  execFileSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(join(target, 'index.js'))}); await import(${JSON.stringify(join(target, 'express.js'))}); await import(${JSON.stringify(join(target, 'koa.js'))}); await import(${JSON.stringify(join(target, 'node.js'))});`], { stdio: ['ignore', 'ignore', 'inherit'] });
-  process.env.REQUEST_DEFER_BENCH_DIST = target;
-  return target;
-}
-
 // ---------------------------------------------------------------------------
 // Child scripts (micro, memory, promises) print `RESULT <json>`.
 
@@ -215,9 +200,8 @@ function runChild(node, execArgv, script, arg, timeoutMs = 180_000) {
 // the floor (Express), against 0.999× in its own slot minutes earlier.
 
 function checkRun(label, r) {
-  if (r.errors > 0 || r.non2xx > 0 || r.requests === 0) {
-    problems.push(`${label}: ${r.requests} responses, ${r.errors} errors, ${r.non2xx} non-2xx`);
-  }
+  const problem = runProblem(r);
+  if (problem !== undefined) problems.push(`${label}: ${problem}`);
 }
 
 function serverFlags(execArgv, variant, tag) {
@@ -279,11 +263,7 @@ async function throughputSuite(label, node, execArgv, framework, variants = VARI
       const servers = Object.fromEntries(variants.map((v, i) => [v, started[i]]));
       for (const variant of variants) await load({ port: servers[variant].port, duration: warm, connections: PLAN.connections });
       for (const variant of rotate(variants, round)) {
-        const { port } = servers[variant];
-        const cpu0 = await getJSON(port, '/__cpu');
-        const r = await load({ port, duration, connections: PLAN.connections });
-        const cpu1 = await getJSON(port, '/__cpu');
-        r.cpuUs = (cpu1.us - cpu0.us) / r.requests; // server CPU µs per request
+        const r = await loadWithCpu(servers[variant].port, { duration, connections: PLAN.connections });
         r.cpuRps = 1e6 / r.cpuUs; // req/s one fully available core would serve
         checkRun(`${label} ${framework} ${variant}`, r);
         delete r.samples;
@@ -559,7 +539,7 @@ async function main() {
   }
   const buildNote = await ensureBuilt();
   const revisionNote = revision(ROOT);
-  snapshotDist();
+  snapshotDist(ROOT, join(RAW, 'dist-snapshot')); // every child loads this copy of dist/
   const machineInfo = machine(); // before pinning: nproc counts the CPUs this process may use
   PIN = pinPlan(args['no-pin']);
   const results = {

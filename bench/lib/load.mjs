@@ -162,16 +162,19 @@ export const median = (xs) => {
 
 export const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** xs rotated left by `by`, reversed when `reverse`. */
+function shifted(xs, by, reverse) {
+  const order = xs.map((_, i) => xs[(i + by) % xs.length]);
+  return reverse ? order.reverse() : order;
+}
+
 /**
  * Round k's order of xs for run.mjs: rotated by k, reversed in odd rounds.
  * Not every pair runs in both orders (with 6 variants over 3 rounds the
  * first two never swap); run.mjs's lists are ordered so that the pairs its
  * targets compare (floor and request-defer, floor and its A/A twin) do.
  */
-export const rotate = (xs, k) => {
-  const order = xs.map((_, i) => xs[(i + k) % xs.length]);
-  return k % 2 === 1 ? order.reverse() : order;
-};
+export const rotate = (xs, k) => shifted(xs, k, k % 2 === 1);
 
 /**
  * Round k's order of xs for A/B runs: rotated by k >> 1, reversed in odd
@@ -180,7 +183,25 @@ export const rotate = (xs, k) => {
  * orders equally often, and over 2 × xs.length rounds every variant
  * visits every slot.
  */
-export const pairedOrder = (xs, k) => {
-  const order = xs.map((_, i) => xs[(i + (k >> 1)) % xs.length]);
-  return k % 2 === 1 ? order.reverse() : order;
-};
+export const pairedOrder = (xs, k) => shifted(xs, k >> 1, k % 2 === 1);
+
+/**
+ * load() on a bench server, reading its /__cpu route before and after:
+ * adds the server's CPU time per response in µs, in all (`cpuUs`) and
+ * apart (`userUs`, `systemUs`).
+ */
+export async function loadWithCpu(port, options) {
+  const before = await getJSON(port, '/__cpu');
+  const r = await load({ port, ...options });
+  const after = await getJSON(port, '/__cpu');
+  r.cpuUs = (after.us - before.us) / r.requests;
+  r.userUs = (after.user - before.user) / r.requests;
+  r.systemUs = (after.system - before.system) / r.requests;
+  return r;
+}
+
+/** Why a load() run cannot be used (failed requests, non-2xx, none at all), or undefined. */
+export function runProblem(r) {
+  if (r.errors > 0 || r.non2xx > 0 || r.requests === 0) return `${r.requests} responses, ${r.errors} errors, ${r.non2xx} non-2xx`;
+  return undefined;
+}
