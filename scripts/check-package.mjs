@@ -80,6 +80,61 @@ console.log('root entry loads no framework: ok');
   );
   run('node', ['no-frameworks.cjs'], project);
 
+  // The published types, compiled as a strict user's project does (`tsc --init` turns on
+  // exactOptionalPropertyTypes): explicit undefined restores a default, typos are refused.
+  writeFileSync(
+    join(project, 'tsconfig.json'),
+    JSON.stringify({
+      compilerOptions: {
+        strict: true,
+        exactOptionalPropertyTypes: true,
+        noUncheckedIndexedAccess: true,
+        module: 'nodenext',
+        target: 'es2022',
+        noEmit: true,
+        skipLibCheck: false,
+        typeRoots: [join(root, 'node_modules/@types')],
+        types: ['node'],
+      },
+      files: ['strict.mts', 'strict.cts'],
+    }),
+  );
+  const strictSource = (imports) => `${imports}
+configureDefer({ concurrency: undefined, maxQueued: undefined, maxNestingDepth: undefined, onError: undefined });
+await withDefer(() => { defer(() => undefined, { name: undefined, always: undefined, timeout: undefined }); }, { mode: undefined, onError: undefined, await: undefined });
+await drain({ timeout: undefined });
+const mw: unknown[] = [express({ timeout: undefined }), koa({ runWhen: undefined }), withDeferHandler(() => undefined, { mode: undefined })];
+// @ts-expect-error: a typo is refused
+configureDefer({ concurency: 4 });
+export { mw };
+`;
+  writeFileSync(
+    join(project, 'strict.mts'),
+    strictSource(`import { configureDefer, defer, drain, withDefer } from 'request-defer';
+import { deferMiddleware as express } from 'request-defer/express';
+import { deferMiddleware as koa } from 'request-defer/koa';
+import { withDeferHandler } from 'request-defer/node';`),
+  );
+  writeFileSync(
+    join(project, 'strict.cts'),
+    `import { configureDefer, defer, drain, withDefer } from 'request-defer';
+import { deferMiddleware as express } from 'request-defer/express';
+import { deferMiddleware as koa } from 'request-defer/koa';
+import { withDeferHandler } from 'request-defer/node';
+export async function main(): Promise<unknown[]> {
+${strictSource('')
+  .replace(/^export \{ mw \};\n/m, '')
+  .trim()
+  .split('\n')
+  .map((line) => `  ${line}`)
+  .join('\n')}
+  return mw;
+}
+`,
+  );
+  run('node', [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], project);
+  console.log('published types compile under strict + exactOptionalPropertyTypes, ESM and CJS: ok');
+
   // README examples tagged ```js file=NAME run as they are.
   const readme = readFileSync(join(root, 'README.md'), 'utf8');
   const blocks = [...readme.matchAll(/```(?:js|ts)\s+file=(\S+)\n([\s\S]*?)```/g)];

@@ -178,7 +178,7 @@ async function runScope<T>(scope: Scope, fn: () => T | PromiseLike<T>, wait: boo
  * });
  * ```
  */
-export function drain(options?: { timeout?: number }): Promise<DrainSummary> {
+export function drain(options?: { timeout?: number | undefined }): Promise<DrainSummary> {
   const { timeout } = parseDrainOptions(options);
   const exclude = excluded(S.als.getStore());
   const drainer: Drainer = {

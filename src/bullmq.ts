@@ -45,7 +45,7 @@ export function deferDispatch<Data, JobOptions>(
   name: string,
   data: Data,
   opts?: JobOptions,
-  deferOptions?: Omit<DeferOptions, 'name'> & { name?: string },
+  deferOptions?: Omit<DeferOptions, 'name'> & { name?: string | undefined },
 ): DeferredCallback {
   if (queue === null || typeof queue !== 'object' || typeof (queue as QueueLike).add !== 'function') {
     throw invalidCallbackError('deferDispatch() (request-defer/bullmq)', 'a BullMQ Queue (an object with add())', queue);

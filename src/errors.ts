@@ -73,16 +73,35 @@ export function noScopeError(api: string): DeferError {
     codes.ERR_DEFER_NO_SCOPE,
     `${api} was called outside a request scope. Add deferMiddleware() (request-defer/express or ` +
       `request-defer/koa) or withDeferHandler() (request-defer/node) before the route, or wrap the ` +
-      `work in withDefer(() => …) for scripts, jobs and tests.`,
+      `work in withDefer(() => …) for scripts, jobs and tests. Inside a request this means the async ` +
+      `context was lost on the way (code run from a timer or pool set up at startup, a library that queues ` +
+      `callbacks): bind the callback where you hand it over with AsyncResource.bind() from node:async_hooks.`,
   );
 }
 
 /** @internal */
 export function invalidCallbackError(api: string, what: string, got: unknown): DeferError {
+  if (api === 'defer()' && isThenable(got)) {
+    // The classic slip: defer(sendMail(user)) runs the work now and hands defer() its promise.
+    return new DeferError(
+      codes.ERR_DEFER_INVALID_CALLBACK,
+      `defer() expects a function as its callback, but received a promise: the work already started when its ` +
+        `argument was evaluated. Pass a function that starts it: defer(() => sendMail(user)), not defer(sendMail(user)).`,
+    );
+  }
   return new DeferError(
     codes.ERR_DEFER_INVALID_CALLBACK,
     `${api} expects ${what}, but received ${describe(got)}. Pass ${what}.`,
   );
+}
+
+function isThenable(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  try {
+    return typeof (value as { then?: unknown }).then === 'function';
+  } catch {
+    return false;
+  }
 }
 
 /** @internal */

@@ -79,6 +79,13 @@ export const DEFAULT_SCOPE_OPTIONS: ScopeOptions = Object.freeze({
 /** @internal */
 export function parseScopeOptions(value: unknown, api: string, allowAwait: boolean): ScopeOptions {
   if (value === undefined) return DEFAULT_SCOPE_OPTIONS;
+  if (api.startsWith('deferMiddleware()') && isRequestLike(value)) {
+    throw new DeferError(
+      codes.ERR_DEFER_INVALID_OPTIONS,
+      `${api} received a request as its options: the factory itself was mounted, as app.use(deferMiddleware). ` +
+        `Call it to get the middleware: app.use(deferMiddleware()).`,
+    );
+  }
   const o = parse(
     allowAwait ? withDeferSchema : middlewareSchema,
     value,
@@ -94,6 +101,13 @@ export function parseScopeOptions(value: unknown, api: string, allowAwait: boole
     timeout: o.timeout,
     await: o.await === true,
   });
+}
+
+/** An IncomingMessage or a Koa context (both have a method and headers): what a factory mounted uncalled receives. */
+function isRequestLike(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as { method?: unknown; headers?: unknown };
+  return typeof v.method === 'string' && typeof v.headers === 'object' && v.headers !== null;
 }
 
 /**

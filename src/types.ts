@@ -57,11 +57,11 @@ export type DeferCallbackFn = (context: DeferContext) => unknown;
  */
 export interface DeferOptions {
   /** Run whatever the outcome (failed status, abort, runWhen false). */
-  always?: boolean;
+  always?: boolean | undefined;
   /** A name: a later `defer()` with the same name replaces this one until it starts; `forget(name)` removes it. */
-  name?: string;
+  name?: string | undefined;
   /** Milliseconds from the callback's start until its `signal` is aborted and it is reported as timed out. */
-  timeout?: number;
+  timeout?: number | undefined;
 }
 
 /** What `onError` receives besides the error itself. Plain and JSON-serializable. */
@@ -87,15 +87,15 @@ export type DeferErrorHandler = (error: unknown, info: DeferErrorInfo) => unknow
  */
 export interface DeferScopeOptions {
   /** Decides whether non-`always` callbacks run; default `(o) => o.ok`. Not consulted on aborts. */
-  runWhen?: (outcome: Outcome) => boolean;
+  runWhen?: ((outcome: Outcome) => boolean) | undefined;
   /** `'sequential'` (default): one after another in registration order. `'parallel'`: all at once. */
-  mode?: 'sequential' | 'parallel';
+  mode?: 'sequential' | 'parallel' | undefined;
   /** Receives this scope's errors instead of the process-wide handler. */
-  onError?: DeferErrorHandler;
+  onError?: DeferErrorHandler | undefined;
   /** Default per-callback timeout in ms. */
-  timeout?: number;
+  timeout?: number | undefined;
   /** `withDefer()` only: settle once every callback of the invocation has settled. */
-  await?: boolean;
+  await?: boolean | undefined;
 }
 
 /** What `drain()` resolves to: what settled during that call. */
@@ -111,13 +111,13 @@ export interface DrainSummary {
 /** Process-wide settings for `configureDefer()`. */
 export interface DeferConfig {
   /** Callbacks running at once in the process (default 16). */
-  concurrency?: number;
+  concurrency?: number | undefined;
   /** Callbacks waiting for a slot before new ones are refused (default 10 000). */
-  maxQueued?: number;
+  maxQueued?: number | undefined;
   /** Deepest generation of nested `defer()` (default 100). */
-  maxNestingDepth?: number;
+  maxNestingDepth?: number | undefined;
   /** Receives errors of scopes that have no `onError` (default: stderr). */
-  onError?: DeferErrorHandler;
+  onError?: DeferErrorHandler | undefined;
 }
 
 /** What `deferStats()` returns. */

@@ -36,6 +36,8 @@ describe('defer() outside a scope and bad input', () => {
   it('throws ERR_DEFER_NO_SCOPE outside a scope, saying how to open one', () => {
     expect(codeOf(() => defer(() => undefined))).toBe('ERR_DEFER_NO_SCOPE');
     expect(() => defer(() => undefined)).toThrow(/deferMiddleware\(\)[\s\S]*withDefer\(/);
+    // The other cause: context lost inside a request, and its fix.
+    expect(() => defer(() => undefined)).toThrow(/async context was lost[\s\S]*AsyncResource\.bind\(\)/);
   });
 
   it('checks its arguments before it looks for a scope', () => {
@@ -46,6 +48,13 @@ describe('defer() outside a scope and bad input', () => {
   it.each([
     ['a non-function', 'x', undefined, 'ERR_DEFER_INVALID_CALLBACK', /defer\(\).*the string "x"/s],
     ['null', null, undefined, 'ERR_DEFER_INVALID_CALLBACK', /null/],
+    [
+      'a promise (defer(send(user)))',
+      Promise.resolve(),
+      undefined,
+      'ERR_DEFER_INVALID_CALLBACK',
+      /received a promise: the work already started.*defer\(\(\) => sendMail\(user\)\), not defer\(sendMail\(user\)\)/s,
+    ],
     ['a negative timeout', () => undefined, { timeout: -1 }, 'ERR_DEFER_INVALID_OPTIONS', /timeout/],
     ['a fractional timeout', () => undefined, { timeout: 1.5 }, 'ERR_DEFER_INVALID_OPTIONS', /timeout/],
     ['a timeout Node cannot honour', () => undefined, { timeout: 2 ** 31 }, 'ERR_DEFER_INVALID_OPTIONS', /2147483647/],

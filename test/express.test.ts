@@ -32,6 +32,25 @@ describe('request-defer/express', () => {
     }
   });
 
+  it('mounted uncalled (app.use(deferMiddleware)), says to call the factory', async () => {
+    const errors: unknown[] = [];
+    const app = express5();
+    app.use(deferMiddleware as never);
+    app.get('/', (_req, res) => void res.send('unreachable'));
+    app.use((error: unknown, _req: unknown, res: express5.Response, _next: unknown) => {
+      errors.push(error);
+      res.status(500).end();
+    });
+    await request(app).get('/').expect(500);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toBeInstanceOf(DeferError);
+    expect(errors[0]).toMatchObject({ code: 'ERR_DEFER_INVALID_OPTIONS' });
+    expect((errors[0] as Error).message).toBe(
+      'deferMiddleware() (request-defer/express) received a request as its options: the factory itself was mounted, ' +
+        'as app.use(deferMiddleware). Call it to get the middleware: app.use(deferMiddleware()).',
+    );
+  });
+
   it('works with supertest on a real Express 5 app, from a service with no req in hand', async () => {
     const sent: string[] = [];
     const mailer = { send: async (to: string) => void sent.push(to) };

@@ -45,6 +45,18 @@ describe('request-defer/koa', () => {
     expect(seen).toEqual([{ kind: 'http', statusCode: 503, ok: false, aborted: false }]);
   });
 
+  it('mounted uncalled (app.use(deferMiddleware)), says to call the factory', async () => {
+    const errors: unknown[] = [];
+    const app = new Koa3();
+    app.silent = true;
+    app.on('error', (error: unknown) => void errors.push(error));
+    app.use(deferMiddleware as never);
+    await request(app.callback()).get('/').expect(500);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({ code: 'ERR_DEFER_INVALID_OPTIONS' });
+    expect((errors[0] as Error).message).toMatch(/^deferMiddleware\(\) \(request-defer\/koa\) received a request as its options: .*app\.use\(deferMiddleware\(\)\)\.$/);
+  });
+
   it('refuses the withDefer-only await option', () => {
     expect(() => deferMiddleware({ await: true } as never)).toThrow(expect.objectContaining({ code: 'ERR_DEFER_INVALID_OPTIONS' }));
   });

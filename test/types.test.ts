@@ -76,6 +76,20 @@ describe('public types', () => {
     expectTypeOf(deferDispatch).returns.toEqualTypeOf<DeferredCallback>();
   });
 
+  it('an option given as undefined type-checks under exactOptionalPropertyTypes (it restores the default)', () => {
+    // tsconfig.json sets exactOptionalPropertyTypes, as `tsc --init` does: without `| undefined`
+    // on each option these lines would not compile (TS2379) though the runtime accepts them.
+    const unset = undefined as undefined;
+    expectTypeOf<DeferConfig>().toMatchTypeOf<{ concurrency?: number | undefined }>();
+    expectTypeOf({ concurrency: unset, maxQueued: unset, maxNestingDepth: unset, onError: unset }).toMatchTypeOf<DeferConfig>();
+    expectTypeOf({ name: unset, always: unset, timeout: unset }).toMatchTypeOf<DeferOptions>();
+    expectTypeOf({ runWhen: unset, mode: unset, onError: unset, timeout: unset, await: unset }).toMatchTypeOf<DeferScopeOptions>();
+    expectTypeOf(drain).toBeCallableWith({ timeout: unset });
+    expectTypeOf(expressMiddleware).toBeCallableWith({ onError: unset });
+    expectTypeOf(koaMiddleware).toBeCallableWith({ timeout: unset });
+    expectTypeOf(deferDispatch).toBeCallableWith({ add: async () => undefined }, 'job', {}, undefined, { name: unset });
+  });
+
   it('the middlewares fit Express and Koa typings without casts', () => {
     const app = express();
     app.use(expressMiddleware());

@@ -67,7 +67,7 @@ export function traceDeferredWork(tracer: TracerLike): () => void {
 
 // In an app: traceDeferredWork(trace.getTracer('request-defer')). Here a stand-in tracer that records spans.
 export async function main() {
-  const spans: { name: string; attributes: object; exceptions: string[]; status?: number; ended: number }[] = [];
+  const spans: { name: string; attributes: object; exceptions: string[]; status?: number | undefined; ended: number }[] = [];
   const tracer: TracerLike = {
     startSpan(name, options) {
       const span = { name, attributes: options?.attributes ?? {}, exceptions: [] as string[], status: undefined as number | undefined, ended: 0 };

@@ -577,7 +577,7 @@ export function unhookExit(): void {
 function onBeforeExit(): void {
   // The event loop is empty: whatever is still pending holds nothing open
   // and would never run. Report it rather than lose it silently.
-  if (S.pending > 0) abandonAll(undefined, undefined, 'the process is exiting');
+  if (S.pending > 0) abandonAll(undefined, undefined, EXITING);
 }
 
 /** @internal */
@@ -1201,13 +1201,17 @@ export function abandonAll(exclude: Scope[] | undefined, drainer: { abandoned: n
   dispatch();
 }
 
+const EXITING = 'the process reached beforeExit';
+
 function abandonedError(name: string | undefined, why: string): DeferError {
   const what = name === undefined ? 'A waitUntil() promise' : `Deferred callback "${name}"`;
-  return new DeferError(
-    codes.ERR_DEFER_ABANDONED,
-    `${what} was abandoned: ${why}. Give drain() a longer timeout, or make the work finish sooner ` +
-      `(a timeout option bounds each callback).`,
-  );
+  const fix =
+    why === EXITING
+      ? `with nothing left to keep it alive, so the work was waiting on something that can never happen ` +
+        `(a promise nobody resolves, an unref'd timer). Make the work settle, or give it a timeout option ` +
+        `so it fails visibly.`
+      : `Give drain() a longer timeout, or make the work finish sooner (a timeout option bounds each callback).`;
+  return new DeferError(codes.ERR_DEFER_ABANDONED, `${what} was abandoned: ${why}${why === EXITING ? ' ' : '. '}${fix}`);
 }
 
 // ---------------------------------------------------------------------------

@@ -33,9 +33,9 @@ export interface RouteSpec {
   /** The server destroys the response after sending headers and a first chunk. */
   destroyAfterHeaders?: boolean;
   /** How the route fails instead of responding (support varies by framework). */
-  fail?: 'throw' | 'next' | 'reject';
+  fail?: 'throw' | 'next' | 'reject' | undefined;
   /** `status` of the thrown error. */
-  failStatus?: number;
+  failStatus?: number | undefined;
 }
 
 export type Feature = 'throw' | 'next' | 'reject';
