@@ -7,6 +7,7 @@ import {
   DeferredCallback,
   DeferredCallbackCollection,
   dispatch,
+  enclosing,
   finishDrainer,
   forgetIn,
   more,
@@ -91,13 +92,16 @@ export function forget(name: string): boolean {
  * ```
  */
 export function waitUntil(promise: PromiseLike<unknown>): undefined {
-  if (
-    promise === null ||
-    (typeof promise !== 'object' && typeof promise !== 'function') ||
-    typeof (promise as PromiseLike<unknown>).then !== 'function'
-  ) {
-    throw invalidCallbackError('waitUntil()', 'a promise or thenable', promise);
+  let thenable: boolean;
+  try {
+    thenable =
+      promise !== null &&
+      (typeof promise === 'object' || typeof promise === 'function') &&
+      typeof (promise as PromiseLike<unknown>).then === 'function';
+  } catch {
+    thenable = true; // a `then` getter that throws: Promise.resolve() below turns it into a reported rejection
   }
+  if (!thenable) throw invalidCallbackError('waitUntil()', 'a promise or thenable', promise);
   const scope = S.als.getStore()?.scope;
   const wait: Wait = { scope, done: false };
   S.waits.add(wait);
@@ -209,14 +213,18 @@ function expireDrainer(drainer: Drainer): void {
   if (drainer.resolve !== undefined) finishDrainer(drainer);
 }
 
-/** The scope drain() was called from, and the scopes whose running callbacks opened it. */
+/**
+ * The scope drain() was called from, and every scope that cannot finish
+ * before it: those whose running callbacks opened it, and those whose open
+ * fn did (withDefer in withDefer).
+ */
 function excluded(frame: Frame | undefined): Scope[] | undefined {
   if (frame === undefined) return undefined;
   const scopes: Scope[] = [];
   let scope: Scope | undefined = frame.scope;
   while (scope !== undefined) {
     scopes.push(scope);
-    scope = scope.parentScope;
+    scope = enclosing(scope);
   }
   return scopes;
 }

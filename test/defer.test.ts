@@ -107,6 +107,33 @@ describe('DeferredCallback', () => {
     expect(names[2]).toMatch(/^deferred#\d+$/);
   });
 
+  it("never throws on a function's odd name: a throwing getter, a static name() method", async () => {
+    const errors: unknown[] = [];
+    const throwing = Object.defineProperty(() => {
+      throw new Error('boom');
+    }, 'name', {
+      get() {
+        throw new Error('name getter');
+      },
+    });
+    class Job {
+      static name(): string {
+        return 'not a string property';
+      }
+    }
+    const names: string[] = [];
+    await withDefer(
+      () => {
+        names.push(defer(throwing).name, defer(Job as never).name);
+      },
+      { await: true, onError: (error) => void errors.push(error) },
+    );
+    expect(names[0]).toMatch(/^deferred#\d+$/);
+    expect(names[1]).toMatch(/^deferred#\d+$/);
+    // Both ran and failed (the class cannot be called without new): each reported, nothing thrown.
+    expect(errors.map((e) => (e as Error).message)).toEqual(['boom', expect.stringMatching(/cannot be invoked without 'new'/)]);
+  });
+
   it('exposes the options it was given', async () => {
     await withDefer(() => {
       expect(defer(() => undefined, { name: 'a', timeout: 5 }).options).toEqual({ name: 'a', timeout: 5 });

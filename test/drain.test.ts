@@ -261,6 +261,47 @@ describe('drain()', () => {
     expect(started).toEqual(['running', 'after']);
   });
 
+  it.each([
+    ['a waitUntil() promise', () => waitUntil(new Promise(() => undefined))],
+    [
+      'a callback held by a still-open scope',
+      () => {
+        const fnGate = gate();
+        void withDefer(async () => {
+          defer(() => undefined, { name: 'held' });
+          await fnGate.promise;
+        });
+        return fnGate.open;
+      },
+    ],
+  ])('counts %s it abandoned when nothing was running (the summary is built after the count)', async (_label, pend) => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const release = pend();
+    const summary = drain({ timeout: 100 });
+    await vi.advanceTimersByTimeAsync(100);
+    await expect(summary).resolves.toEqual({ completed: 0, failed: 0, abandoned: 1 });
+    expect(reported.map(([, info]) => info.phase)).toEqual(['abandoned']);
+    release?.();
+  });
+
+  it("at its deadline leaves the calling scope's own waitUntil() promises alone", async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const other = gate();
+    waitUntil(other.promise); // outside the scope: abandoned at the deadline
+    let summary: unknown;
+    await withDefer(async () => {
+      const own = gate();
+      waitUntil(own.promise);
+      const pending = drain({ timeout: 100 });
+      await vi.advanceTimersByTimeAsync(100);
+      summary = await pending;
+      own.open();
+    });
+    expect(summary).toEqual({ completed: 0, failed: 0, abandoned: 1 });
+    expect(reported.map(([, info]) => [info.phase, info.name])).toEqual([['abandoned', undefined]]);
+    other.open();
+  });
+
   it('validates its options', () => {
     expect(() => drain({ timeout: -5 })).toThrow(expect.objectContaining({ code: 'ERR_DEFER_INVALID_OPTIONS' }));
     expect(() => drain({ timout: 5 } as never)).toThrow(/timout/);

@@ -380,6 +380,46 @@ describe('time slicing', () => {
 });
 
 describe('slot inheritance', () => {
+  it('a withDefer opened by the fn of a withDefer inside a running callback inherits the same slot', async () => {
+    // A job helper that opens a scope, calling a library that opens its own.
+    configureDefer({ concurrency: 1 });
+    const ran: string[] = [];
+    await withDefer(
+      () => {
+        defer(async () => {
+          await withDefer(
+            async () => {
+              await withDefer(() => void defer(() => void ran.push('innermost')), { await: true });
+              ran.push('middle fn done');
+            },
+            { await: true },
+          );
+          ran.push('outer done');
+        });
+      },
+      { await: true },
+    );
+    expect(ran).toEqual(['innermost', 'middle fn done', 'outer done']);
+  });
+
+  it('drain() from such a scope ignores the scopes that cannot finish before it', async () => {
+    const ran: string[] = [];
+    await withDefer(
+      async () => {
+        defer(() => void ran.push('outer'));
+        await withDefer(async () => {
+          defer(() => void ran.push('middle'));
+          await withDefer(async () => {
+            await drain(); // the middle and outer scopes wait for this fn: waiting for them would never end
+            ran.push('drained');
+          });
+        });
+      },
+      { await: true },
+    );
+    expect(ran).toEqual(['drained', 'middle', 'outer']);
+  });
+
   it('a withDefer opened by a callback stops inheriting its slot once that callback settled', async () => {
     configureDefer({ concurrency: 1 });
     const events: string[] = [];

@@ -37,6 +37,26 @@ describe('waitUntil()', () => {
     expect(errors[0]![1]).toMatchObject({ phase: 'callback', name: undefined });
   });
 
+  it('a thenable whose then getter throws is reported as a rejection, never thrown into the caller', async () => {
+    const errors: unknown[] = [];
+    const boom = new Error('then getter');
+    const evil = {
+      get then(): never {
+        throw boom;
+      },
+    };
+    const failedBefore = deferStats().failed;
+    await withDefer(
+      () => {
+        expect(waitUntil(evil as unknown as PromiseLike<unknown>)).toBeUndefined();
+      },
+      { onError: (error) => void errors.push(error) },
+    );
+    await drain();
+    expect(errors).toEqual([boom]);
+    expect(deferStats().failed - failedBefore).toBe(1);
+  });
+
   it('accepts a thenable and takes no scheduler slot', async () => {
     configureDefer({ concurrency: 1 });
     const g = gate();

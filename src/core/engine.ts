@@ -100,7 +100,7 @@ export class DeferredCallback {
    * from the function's own name when it has one).
    */
   get name(): string {
-    return this.options.name ?? `${this.fn.name || 'deferred'}#${this.id}`;
+    return this.options.name ?? `${functionName(this.fn)}#${this.id}`;
   }
 
   /** Whether the callback runs whatever the outcome. */
@@ -129,6 +129,16 @@ export class DeferredCallback {
 Object.defineProperty(DeferredCallback.prototype, BRAND_CALLBACK, { value: true });
 
 const EMPTY_OPTIONS: Readonly<DeferOptions> = Object.freeze({});
+
+/** A function's own name, else 'deferred'; never throws (a `name` getter may, a static `name()` is no string). */
+function functionName(fn: unknown): string {
+  try {
+    const name = (fn as { name?: unknown }).name;
+    return typeof name === 'string' && name !== '' ? name : 'deferred';
+  } catch {
+    return 'deferred';
+  }
+}
 
 /**
  * The callbacks a scope holds: those registered and not yet started, in run
@@ -280,10 +290,21 @@ export class Scope {
     this.opts = opts;
     this.res = res;
     this.base = parent === undefined ? 0 : parent.childGen;
-    // Opened from code running in a callback of another scope (see inheritsSlot()).
-    const parentScope = parent !== undefined && insideCallback(parent) ? parent.scope : undefined;
-    this.parentScope = parentScope;
-    if (parentScope !== undefined) more(this).parentCb = parentScope.lastStarted;
+    // Opened from code running in a callback of another scope (see inheritsSlot()), or from the
+    // fn of a scope that was itself so opened (withDefer in withDefer in a callback): that fn
+    // still runs in the same callback, so the new scope shares its slot too.
+    if (parent === undefined) {
+      this.parentScope = undefined;
+    } else if (insideCallback(parent)) {
+      this.parentScope = parent.scope;
+      more(this).parentCb = parent.scope.lastStarted;
+    } else {
+      const opener = parent.scope;
+      this.parentScope = opener.parentScope;
+      const m = more(this);
+      m.opener = opener;
+      if (opener.parentScope !== undefined) m.parentCb = opener.more?.parentCb;
+    }
   }
 
   /**
@@ -306,6 +327,8 @@ export class Scope {
 export class ScopeMore {
   /** The running callback of the parent scope that opened this one, when it can be told (a sequential parent runs one at a time). */
   parentCb: DeferredCallback | undefined = undefined;
+  /** The open scope whose fn opened this one (withDefer in withDefer): it cannot finish before this one's fn. */
+  opener: Scope | undefined = undefined;
   /** Pending callbacks by explicit name. */
   named: Map<string, DeferredCallback> | undefined = undefined;
   /** The public view returned by currentCollection(). */
@@ -316,6 +339,16 @@ export class ScopeMore {
   waiters: (() => void)[] | undefined = undefined;
   /** Resolved when an invocation that yielded has offered what it could (withDefer without await). */
   offerWaiters: (() => void)[] | undefined = undefined;
+}
+
+/**
+ * The next scope out that cannot finish before this one's code does: the
+ * open scope whose fn opened it, else the scope whose running callback did.
+ * @internal
+ */
+export function enclosing(scope: Scope): Scope | undefined {
+  const opener = scope.more?.opener;
+  return opener !== undefined && opener.phase === OPEN ? opener : scope.parentScope;
 }
 
 /** @internal */
@@ -638,14 +671,6 @@ export function httpOutcome(res: ServerResponse): Outcome {
     : ABORTED_BEFORE_HEADERS;
 }
 
-/** The scope's outcome, built on first use for a closed response. @internal */
-export function outcomeOf(scope: Scope): Outcome | undefined {
-  if (scope.outcome === undefined && scope.phase !== OPEN && scope.res !== undefined) {
-    scope.outcome = httpOutcome(scope.res);
-  }
-  return scope.outcome;
-}
-
 /**
  * The response closed: decide the outcome and invoke the collection. A
  * scope nobody deferred into costs nothing more here.
@@ -653,11 +678,15 @@ export function outcomeOf(scope: Scope): Outcome | undefined {
  */
 export function closeResponseScope(scope: Scope): void {
   if (scope.phase !== OPEN) return;
+  // Read now, not when a late defer() needs it: a handler still running after
+  // an abort may yet call res.end(), which makes the response look finished.
+  const outcome = httpOutcome(scope.res!);
   if (scope.pending === 0 && !scopeChannel.hasSubscribers) {
-    scope.phase = DONE; // the outcome is built lazily if a late defer() needs it
+    scope.outcome = outcome;
+    scope.phase = DONE;
     return;
   }
-  decide(scope, httpOutcome(scope.res!));
+  decide(scope, outcome);
 }
 
 /**
@@ -679,7 +708,7 @@ export function decide(scope: Scope, outcome: Outcome): void {
 /** Whether non-`always` callbacks of the scope run. */
 function passes(scope: Scope): boolean {
   if (scope.verdict === 0) {
-    const outcome = outcomeOf(scope)!;
+    const outcome = scope.outcome!;
     let ok = false;
     if (!outcome.aborted) {
       const runWhen = scope.opts.runWhen;
@@ -983,7 +1012,7 @@ function start(cb: DeferredCallback, hasSlot: boolean): void {
   S.running++;
   scope.running++;
   scope.lastStarted = cb;
-  const context = new Context(cb, outcomeOf(scope)!);
+  const context = new Context(cb, scope.outcome!);
   cb.context = context;
   const timeout = cb.timeout ?? scope.opts.timeout;
   if (timeout !== undefined) context.timer = S.timers.setTimeout(onTimeout, timeout, context);
@@ -1162,7 +1191,6 @@ export function abandonAll(exclude: Scope[] | undefined, drainer: { abandoned: n
   for (let s = S.liveHead; s !== undefined; s = s.liveNext) {
     if (exclude === undefined || !exclude.includes(s)) scopes.push(s);
   }
-  let count = 0;
   const running: DeferredCallback[] = [];
   // First everything that waits, so freeing a running callback's slot starts nothing.
   for (const scope of scopes) {
@@ -1178,7 +1206,8 @@ export function abandonAll(exclude: Scope[] | undefined, drainer: { abandoned: n
           S.queued--;
           scope.active--;
         }
-        count++;
+        // Counted before untrack(), which may finish the drainer.
+        if (drainer !== undefined) drainer.abandoned++;
         S.stats.abandoned++;
         report(scope, abandonedError(cb.name, why), 'abandoned', cb.name);
         untrack(scope);
@@ -1186,15 +1215,15 @@ export function abandonAll(exclude: Scope[] | undefined, drainer: { abandoned: n
     }
   }
   for (const wait of [...S.waits]) {
-    if (wait.done) continue;
+    if (wait.done || (exclude !== undefined && wait.scope !== undefined && exclude.includes(wait.scope))) continue;
     wait.done = true;
     S.waits.delete(wait);
-    count++;
+    if (drainer !== undefined) drainer.abandoned++;
     S.stats.abandoned++;
     report(wait.scope, abandonedError(undefined, why), 'abandoned', undefined);
     untrack(wait.scope);
   }
-  if (drainer !== undefined) drainer.abandoned += count + running.length;
+  if (drainer !== undefined) drainer.abandoned += running.length;
   for (const cb of running) settle(cb, ABANDONED, abandonedError(cb.name, why));
   S.abandoning = false;
   for (const scope of scopes) pump(scope);
@@ -1230,7 +1259,7 @@ export function report(
   name: string | undefined,
   label?: string,
 ): void {
-  const info: DeferErrorInfo = { phase, name, outcome: scope === undefined ? undefined : outcomeOf(scope) };
+  const info: DeferErrorInfo = { phase, name, outcome: scope?.outcome };
   const handler = scope?.opts.onError ?? S.config.onError;
   if (handler === undefined) {
     writeStderr(`request-defer: ${label ?? describeInfo(info)} failed (phase: ${phase}):`, error);

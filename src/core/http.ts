@@ -35,6 +35,9 @@ function openResponseScope(res: ServerResponse, opts: ScopeOptions): Scope | und
   const frame = S.als.getStore();
   if (frame !== undefined && frame.scope.res === res) return undefined;
   const scope = new Scope(opts, undefined, res);
-  res.on('close', () => closeResponseScope(scope));
+  // Mounted behind an async middleware (a session lookup) while the client
+  // left: 'close' has already been emitted, so decide now (aborted).
+  if (res.closed) closeResponseScope(scope);
+  else res.on('close', () => closeResponseScope(scope));
   return scope;
 }

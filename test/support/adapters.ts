@@ -36,6 +36,19 @@ export interface RouteSpec {
   fail?: 'throw' | 'next' | 'reject' | undefined;
   /** `status` of the thrown error. */
   failStatus?: number | undefined;
+  /** Called when the handler starts; the handler then waits for the response's 'close' (the client left) before run(). */
+  untilClosed?: () => void;
+}
+
+/** Options of a server: `twice` mounts a second adapter on the same response; `lateMount` puts an async middleware before the adapter that calls it, then waits for the client to leave. */
+export interface ListenExtra {
+  twice?: boolean;
+  lateMount?: () => void;
+}
+
+/** Resolves once `res` has emitted 'close'. */
+export function closed(res: ServerResponse): Promise<void> {
+  return res.closed ? Promise.resolve() : new Promise((resolve) => res.once('close', () => resolve()));
 }
 
 export type Feature = 'throw' | 'next' | 'reject';
@@ -43,8 +56,8 @@ export type Feature = 'throw' | 'next' | 'reject';
 export interface Harness {
   readonly name: string;
   readonly features: ReadonlySet<Feature>;
-  /** Serves `routes` on 127.0.0.1 behind the adapter; `twice` mounts a second adapter on the same response. */
-  listen(routes: Record<string, RouteSpec>, options?: Mw, extra?: { twice?: boolean }): Promise<Running>;
+  /** Serves `routes` on 127.0.0.1 behind the adapter. */
+  listen(routes: Record<string, RouteSpec>, options?: Mw, extra?: ListenExtra): Promise<Running>;
 }
 
 export interface Running {
@@ -95,6 +108,13 @@ function expressHarness(name: string, factory: typeof express5 | typeof express4
     listen(routes, options, extra) {
       // Both Express majors share this shape; the cast only bridges their typings.
       const app = (factory as typeof express5)();
+      const lateMount = extra?.lateMount;
+      if (lateMount !== undefined) {
+        app.use((_req, res, next) => {
+          lateMount();
+          void closed(res).then(() => next());
+        });
+      }
       app.use(expressDefer(options) as unknown as express5.RequestHandler);
       const router = express5.Router();
       if (extra?.twice) router.use(expressDefer({ mode: 'parallel' }) as unknown as express5.RequestHandler);
@@ -105,6 +125,13 @@ function expressHarness(name: string, factory: typeof express5 | typeof express4
             throw failure(spec);
           }
           const work = (async () => {
+            if (spec.untilClosed !== undefined) {
+              spec.untilClosed();
+              await closed(res);
+              // defer() and respond in one tick, as `defer(mail); res.status(201).json(user)` does.
+              void spec.run?.({ url: req.url });
+              return respondNode(spec, res);
+            }
             await spec.run?.({ url: req.url });
             if (spec.fail === 'next') return next(failure(spec));
             if (spec.fail === 'reject') throw failure(spec);
@@ -129,6 +156,14 @@ function koaHarness(name: string, Koa: typeof Koa3 | typeof Koa2): Harness {
     listen(routes, options, extra) {
       const app = new (Koa as typeof Koa3)();
       app.silent = true;
+      const lateMount = extra?.lateMount;
+      if (lateMount !== undefined) {
+        app.use(async (ctx, next) => {
+          lateMount();
+          await closed(ctx.res);
+          await next();
+        });
+      }
       app.use(koaDefer(options) as unknown as Koa3.Middleware);
       if (extra?.twice) app.use(koaDefer({ mode: 'parallel' }) as unknown as Koa3.Middleware);
       app.use(async (ctx) => {
@@ -137,6 +172,14 @@ function koaHarness(name: string, Koa: typeof Koa3 | typeof Koa2): Harness {
         if (spec.fail === 'throw') {
           spec.run?.({ url: ctx.url });
           throw failure(spec);
+        }
+        if (spec.untilClosed !== undefined) {
+          spec.untilClosed();
+          await closed(ctx.res);
+          void spec.run?.({ url: ctx.url });
+          ctx.status = spec.status ?? 200;
+          ctx.body = spec.body ?? 'ok';
+          return;
         }
         await spec.run?.({ url: ctx.url });
         if (spec.fail === 'reject') throw failure(spec);
@@ -178,13 +221,28 @@ const nodeHarness: Harness = {
         return;
       }
       void (async () => {
+        if (spec.untilClosed !== undefined) {
+          spec.untilClosed();
+          await closed(res);
+          // defer() and respond in one tick, as `defer(mail); res.statusCode = 201; res.end()` does.
+          void spec.run?.({ url: req.url ?? '/' });
+          return respondNode(spec, res);
+        }
         await spec.run?.({ url: req.url ?? '/' });
         await respondNode(spec, res);
       })();
     };
     // With `twice`, the inner wrapper (parallel) must reuse the outer one's scope.
     const inner = extra?.twice ? withDeferHandler(handler, { mode: 'parallel' }) : handler;
-    return start(createServer(withDeferHandler(inner, options)));
+    const outer = withDeferHandler(inner, options);
+    const lateMount = extra?.lateMount;
+    if (lateMount === undefined) return start(createServer(outer));
+    return start(
+      createServer((req, res) => {
+        lateMount();
+        void closed(res).then(() => outer(req, res));
+      }),
+    );
   },
 };
 

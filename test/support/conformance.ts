@@ -8,7 +8,7 @@ import dc from 'node:diagnostics_channel';
 import { request as httpRequest } from 'node:http';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { currentCollection, defer, drain, forget, type DeferErrorInfo, type Outcome } from '../../src/index.js';
-import type { Harness, RouteSpec, Running } from './adapters.js';
+import type { Harness, ListenExtra, RouteSpec, Running } from './adapters.js';
 import { abortedGet, gate, get } from './client.js';
 
 type Mw = Parameters<Harness['listen']>[1];
@@ -45,7 +45,7 @@ export function conformance(h: Harness): void {
       await drain();
     });
 
-    async function serve(routes: Record<string, RouteSpec>, options?: Mw, extra?: { twice?: boolean }): Promise<number> {
+    async function serve(routes: Record<string, RouteSpec>, options?: Mw, extra?: ListenExtra): Promise<number> {
       running = await h.listen(routes, options, extra);
       return running.port;
     }
@@ -248,6 +248,38 @@ export function conformance(h: Harness): void {
         await drain();
         expect(probe.ran).toEqual(['always']);
         expect(probe.seen()).toEqual({ kind: 'http', statusCode: 200, ok: false, aborted: true });
+      });
+
+      it('a defer() made after the client left, then a 201, is judged by the abort, not by the late status', async () => {
+        // The handler awaited its database while the client gave up; only then does it defer and respond.
+        const ready = gate();
+        const registered = gate();
+        const probe = normalAndAlways();
+        const port = await serve({ '/late': { untilClosed: () => ready.open(), run: () => (probe.register(), registered.open()), status: 201 } });
+        await abortedGet(port, '/late', { ready: ready.promise });
+        await registered.promise;
+        const summary = await drain({ timeout: 5_000 }); // the deadline only fires if the scope never settles
+        expect(summary.abandoned).toBe(0);
+        expect(probe.ran).toEqual(['always']);
+        expect(probe.seen()).toEqual({ kind: 'http', ok: false, aborted: true });
+      });
+
+      it('an adapter mounted behind an async middleware the client outlasted opens an aborted scope', async () => {
+        // e.g. a session lookup before the defer middleware; the client left during it.
+        const ready = gate();
+        const registered = gate();
+        const probe = normalAndAlways();
+        const port = await serve(
+          { '/after-session': { run: () => (probe.register(), registered.open()) } },
+          undefined,
+          { lateMount: () => ready.open() },
+        );
+        await abortedGet(port, '/after-session', { ready: ready.promise });
+        await registered.promise;
+        const summary = await drain({ timeout: 5_000 });
+        expect(summary.abandoned).toBe(0);
+        expect(probe.ran).toEqual(['always']);
+        expect(probe.seen()).toEqual({ kind: 'http', ok: false, aborted: true });
       });
 
       it('a response the server destroys is aborted', async () => {
