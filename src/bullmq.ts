@@ -1,7 +1,7 @@
 import { defer } from './api.js';
 import type { DeferredCallback } from './core/engine.js';
 import { S } from './core/state.js';
-import { codes, DeferError, invalidCallbackError } from './errors.js';
+import { codes, DeferError, describe, invalidCallbackError } from './errors.js';
 import { parseDeferOptions } from './options.js';
 import type { DeferOptions } from './types.js';
 
@@ -66,11 +66,20 @@ export function deferDispatch<Data, JobOptions>(
       throw new DeferError(
         codes.ERR_DEFER_ENQUEUE,
         `deferDispatch() could not add job "${name}"${queue.name === undefined ? '' : ` to queue "${queue.name}"`}: ` +
-          `${error instanceof Error ? error.message : String(error)}. Check that Redis is reachable; the job was not enqueued.`,
+          `${reasonText(error)}. Check that Redis is reachable; the job was not enqueued.`,
         { cause: error },
       );
     }
   };
   Object.defineProperty(dispatch, 'name', { value: name });
   return defer(dispatch, { ...parsed, timeout });
+}
+
+/** What an add() rejected with, as text; never throws (a null-prototype object, a throwing toString or message getter). */
+function reasonText(error: unknown): string {
+  try {
+    return error instanceof Error ? String(error.message) : String(error);
+  } catch {
+    return describe(error);
+  }
 }

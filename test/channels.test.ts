@@ -1,4 +1,5 @@
 /** Semantic 10: diagnostics_channel tracing, scope and skip channels. */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import dc from 'node:diagnostics_channel';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { defer, DeferError, drain, withDefer, type Outcome } from '../src/index.js';
@@ -66,6 +67,58 @@ describe('request-defer:callback (TracingChannel)', () => {
       ['throws', boom],
       ['rejects', boom],
     ]);
+  });
+
+  it("publishes every event in the stores start's subscribers bound, as Node's traceSync and tracePromise do", async () => {
+    // An OpenTelemetry-style subscriber: bindStore on start, the active span read back in later events.
+    const channel = dc.tracingChannel('request-defer:callback');
+    const span = new AsyncLocalStorage<string>();
+    channel.start.bindStore(span, (m) => `span:${(m as { name: string }).name}`);
+    const seen: string[] = [];
+    const on = (kind: string) => (m: unknown) => void seen.push(`${kind} ${(m as { name: string }).name} in ${span.getStore()}`);
+    const spanHandlers = { start: on('start'), end: on('end'), asyncStart: on('asyncStart'), asyncEnd: on('asyncEnd'), error: on('error') };
+    channel.subscribe(spanHandlers);
+    const inside: (string | undefined)[] = [];
+    try {
+      // Node's own shapes, for reference.
+      try {
+        channel.traceSync(
+          () => {
+            throw new Error('x');
+          },
+          { name: 'node-sync' },
+        );
+      } catch {
+        // traceSync rethrows what fn threw
+      }
+      await channel.tracePromise(async () => Promise.reject(new Error('y')), { name: 'node-async' }).catch(() => undefined);
+      const node = seen.splice(0);
+      await withDefer(
+        () => {
+          defer(
+            () => {
+              inside.push(span.getStore());
+              throw new Error('x');
+            },
+            { name: 'sync' },
+          );
+          defer(
+            async () => {
+              await null;
+              inside.push(span.getStore());
+              throw new Error('y');
+            },
+            { name: 'async' },
+          );
+        },
+        { await: true, onError: () => undefined },
+      );
+      expect(seen).toEqual(node.map((line) => line.replaceAll('node-', '')));
+      expect(inside).toEqual(['span:sync', 'span:async']);
+    } finally {
+      channel.unsubscribe(spanHandlers);
+      channel.start.unbindStore(span);
+    }
   });
 
   it('ends a timed-out callback with an error event carrying the DeferError', async () => {

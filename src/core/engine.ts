@@ -1024,7 +1024,6 @@ function start(cb: DeferredCallback, hasSlot: boolean): void {
 
 function invoke(cb: DeferredCallback): void {
   const context = cb.context!;
-  let result: unknown;
   if (callbackChannel.hasSubscribers) {
     const message: TraceMessage = {
       name: cb.name,
@@ -1033,28 +1032,44 @@ function invoke(cb: DeferredCallback): void {
       startedAt: S.timers.now(),
     };
     context.trace = message;
-    try {
-      result = callbackChannel.start.runStores(message, callUser, undefined, cb, context);
-    } catch (error) {
-      // A synchronous failure ends the trace here (traceSync's shape).
-      context.trace = undefined;
-      message.error = error;
-      callbackChannel.error.publish(message);
-      callbackChannel.end.publish(message);
-      settle(cb, FAILED, error);
-      return;
-    }
-    message.result = result;
-    callbackChannel.end.publish(message);
-    if (!isThenable(result)) context.trace = undefined;
-  } else {
-    try {
-      result = cb.fn(context);
-    } catch (error) {
-      settle(cb, FAILED, error);
-      return;
-    }
+    // Everything from here on runs in the stores start's subscribers bound,
+    // as with Node's traceSync/tracePromise: end and error are published
+    // inside them, and so are asyncStart and asyncEnd (from the reactions
+    // watch() attaches there).
+    callbackChannel.start.runStores(message, invokeTraced, undefined, cb, context, message);
+    return;
   }
+  let result: unknown;
+  try {
+    result = cb.fn(context);
+  } catch (error) {
+    settle(cb, FAILED, error);
+    return;
+  }
+  watch(cb, result);
+}
+
+function invokeTraced(cb: DeferredCallback, context: Context, message: TraceMessage): void {
+  let result: unknown;
+  try {
+    result = cb.fn(context);
+  } catch (error) {
+    // A synchronous failure ends the trace here (traceSync's shape).
+    context.trace = undefined;
+    message.error = error;
+    callbackChannel.error.publish(message);
+    callbackChannel.end.publish(message);
+    settle(cb, FAILED, error);
+    return;
+  }
+  message.result = result;
+  callbackChannel.end.publish(message);
+  if (!isThenable(result)) context.trace = undefined;
+  watch(cb, result);
+}
+
+/** Settles the callback with what its result does: at once for a value, when it settles for a thenable. */
+function watch(cb: DeferredCallback, result: unknown): void {
   if (result !== null && (typeof result === 'object' || typeof result === 'function')) {
     let then: unknown;
     try {
@@ -1082,10 +1097,6 @@ function isThenable(value: unknown): boolean {
   } catch {
     return true; // invoke() meets the throwing getter again and reports it
   }
-}
-
-function callUser(cb: DeferredCallback, context: Context): unknown {
-  return cb.fn(context);
 }
 
 function onTimeout(context: Context): void {

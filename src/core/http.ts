@@ -31,13 +31,52 @@ function callHandler<Req, Res, R>(handler: (this: unknown, req: Req, res: Res) =
   return handler.call(thisArg, req, res);
 }
 
+/** Marks the 'close' listener that carries a response's scope (shared by both module copies). */
+const RESPONSE_SCOPE = Symbol.for('request-defer.responseScope');
+
+type CloseListener = (() => void) & { [RESPONSE_SCOPE]?: Scope };
+
 function openResponseScope(res: ServerResponse, opts: ScopeOptions): Scope | undefined {
   const frame = S.als.getStore();
   if (frame !== undefined && frame.scope.res === res) return undefined;
+  // A second adapter whose async context was lost on the way (a body reader
+  // that calls next() from a stream event): the response still knows its scope.
+  if (typeof res.listenerCount === 'function' && res.listenerCount('close') > 0) {
+    const open = scopeOf(res);
+    if (open !== undefined) return open;
+  }
   const scope = new Scope(opts, undefined, res);
-  // Mounted behind an async middleware (a session lookup) while the client
-  // left: 'close' has already been emitted, so decide now (aborted).
-  if (res.closed) closeResponseScope(scope);
-  else res.on('close', () => closeResponseScope(scope));
+  if (res.closed) {
+    // Mounted behind an async middleware (a session lookup) while the client
+    // left: 'close' has already been emitted, so decide now (aborted).
+    closeResponseScope(scope);
+    return scope;
+  }
+  const onClose: CloseListener = () => closeResponseScope(scope);
+  onClose[RESPONSE_SCOPE] = scope;
+  res.on('close', onClose);
+  // A pipelined response queued behind another has no socket yet, and if the
+  // connection dies first Node never emits its 'close': watch the socket.
+  if (res.socket === null) watchQueued(res, scope);
   return scope;
+}
+
+function scopeOf(res: ServerResponse): Scope | undefined {
+  for (const listener of res.rawListeners('close') as CloseListener[]) {
+    const scope = listener[RESPONSE_SCOPE];
+    if (scope !== undefined) return scope;
+  }
+  return undefined;
+}
+
+function watchQueued(res: ServerResponse, scope: Scope): void {
+  const socket = res.req?.socket;
+  if (socket === undefined || socket === null) return;
+  if (socket.destroyed) {
+    closeResponseScope(scope);
+    return;
+  }
+  const onSocketClose = () => closeResponseScope(scope);
+  socket.once('close', onSocketClose);
+  res.once('close', () => socket.removeListener('close', onSocketClose));
 }

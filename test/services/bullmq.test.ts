@@ -452,6 +452,21 @@ describe('deferDispatch with Redis down', () => {
     expect(deferStats()).toMatchObject({ running: 0, queued: 0 });
   });
 
+  it('reports any rejection as ERR_DEFER_ENQUEUE with it as the cause, even one String() cannot convert', async () => {
+    const reason = Object.assign(Object.create(null) as object, { code: 'ECONNREFUSED' });
+    const { reported, onError } = collector();
+    await withDefer(() => void deferDispatch({ name: 'mails', add: () => Promise.reject(reason) }, 'welcome-mail', {}), {
+      await: true,
+      onError,
+    });
+    expect(reported).toHaveLength(1);
+    const { error, info } = reported[0]!;
+    expect(error).toMatchObject({ name: 'DeferError', code: 'ERR_DEFER_ENQUEUE' });
+    expect((error as Error).cause).toBe(reason);
+    expect((error as Error).message).toContain('could not add job "welcome-mail" to queue "mails": an object.');
+    expect(info.phase).toBe('callback');
+  });
+
   it('bounds an add that waits for Redis by the timeout, so the scheduler moves on', async () => {
     // BullMQ's default: reconnect forever, the add never settles.
     const { queue, errors } = await deadQueue(false);

@@ -4,6 +4,7 @@
  * (conformance.ts) runs unchanged against every adapter. A new adapter only
  * needs a new harness here.
  */
+import { AsyncResource } from 'node:async_hooks';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
@@ -40,11 +41,22 @@ export interface RouteSpec {
   untilClosed?: () => void;
 }
 
-/** Options of a server: `twice` mounts a second adapter on the same response; `lateMount` puts an async middleware before the adapter that calls it, then waits for the client to leave. */
+/**
+ * Options of a server: `twice` mounts a second adapter on the same response
+ * (with `lostContext`, reached through a step that loses the request's async
+ * context, as a connection pool made at startup does); `lateMount` puts an
+ * async middleware before the adapter that calls it, then waits for the
+ * client to leave.
+ */
 export interface ListenExtra {
   twice?: boolean;
+  lostContext?: boolean;
   lateMount?: () => void;
 }
+
+/** Made at load, outside any request: what runs in it has no request context. */
+const startup = new AsyncResource('test-startup');
+const loseContext = <A extends unknown[], R>(fn: (...args: A) => R, ...args: A): R => startup.runInAsyncScope(fn, undefined, ...args);
 
 /** Resolves once `res` has emitted 'close'. */
 export function closed(res: ServerResponse): Promise<void> {
@@ -117,6 +129,7 @@ function expressHarness(name: string, factory: typeof express5 | typeof express4
       }
       app.use(expressDefer(options) as unknown as express5.RequestHandler);
       const router = express5.Router();
+      if (extra?.twice && extra.lostContext) router.use((_req, _res, next) => loseContext(() => next()));
       if (extra?.twice) router.use(expressDefer({ mode: 'parallel' }) as unknown as express5.RequestHandler);
       for (const [path, spec] of Object.entries(routes)) {
         router.get(path, (req, res, next) => {
@@ -165,6 +178,7 @@ function koaHarness(name: string, Koa: typeof Koa3 | typeof Koa2): Harness {
         });
       }
       app.use(koaDefer(options) as unknown as Koa3.Middleware);
+      if (extra?.twice && extra.lostContext) app.use((_ctx, next) => loseContext(next));
       if (extra?.twice) app.use(koaDefer({ mode: 'parallel' }) as unknown as Koa3.Middleware);
       app.use(async (ctx) => {
         const spec = routes[ctx.path];
@@ -233,7 +247,8 @@ const nodeHarness: Harness = {
       })();
     };
     // With `twice`, the inner wrapper (parallel) must reuse the outer one's scope.
-    const inner = extra?.twice ? withDeferHandler(handler, { mode: 'parallel' }) : handler;
+    const second = withDeferHandler(handler, { mode: 'parallel' });
+    const inner = extra?.twice ? (extra.lostContext ? (req: IncomingMessage, res: ServerResponse) => loseContext(second, req, res) : second) : handler;
     const outer = withDeferHandler(inner, options);
     const lateMount = extra?.lateMount;
     if (lateMount === undefined) return start(createServer(outer));

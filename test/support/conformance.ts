@@ -6,6 +6,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import dc from 'node:diagnostics_channel';
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { currentCollection, defer, drain, forget, type DeferErrorInfo, type Outcome } from '../../src/index.js';
 import type { Harness, ListenExtra, RouteSpec, Running } from './adapters.js';
@@ -280,6 +281,31 @@ export function conformance(h: Harness): void {
         expect(summary.abandoned).toBe(0);
         expect(probe.ran).toEqual(['always']);
         expect(probe.seen()).toEqual({ kind: 'http', ok: false, aborted: true });
+      });
+
+      it('a pipelined response still queued when the connection dies is aborted, and drain() does not wait on it', async () => {
+        const never = gate();
+        cleanups.push(() => never.open());
+        const first = normalAndAlways();
+        const second = normalAndAlways();
+        const queued = gate();
+        const port = await serve({
+          '/1': { run: () => first.register(), holdAfterHeaders: never.promise },
+          '/2': { run: () => (second.register(), queued.open()) },
+        });
+        const socket = connect(port, '127.0.0.1');
+        socket.on('error', () => undefined);
+        socket.write('GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n');
+        await queued.promise; // /2 answered, its response queued behind /1's
+        const headers = gate();
+        socket.once('data', () => headers.open());
+        await headers.promise;
+        socket.destroy();
+        const summary = await drain({ timeout: 5_000 }); // the deadline only fires if a scope never settles
+        expect(summary.abandoned).toBe(0);
+        expect([first.ran, second.ran]).toEqual([['always'], ['always']]);
+        expect(first.seen()).toEqual({ kind: 'http', statusCode: 200, ok: false, aborted: true });
+        expect(second.seen()).toMatchObject({ kind: 'http', ok: false, aborted: true });
       });
 
       it('a response the server destroys is aborted', async () => {
@@ -565,7 +591,10 @@ export function conformance(h: Harness): void {
     });
 
     describe('one scope per response', () => {
-      it('a second adapter on the same response reuses the scope and ignores its options', async () => {
+      it.each([
+        ['', { twice: true }],
+        [', even when the async context was lost between the two', { twice: true, lostContext: true }],
+      ] as const)('a second adapter on the same response reuses the scope and ignores its options%s', async (_label, extra) => {
         const events: string[] = [];
         const port = await serve(
           {
@@ -581,7 +610,7 @@ export function conformance(h: Harness): void {
             },
           },
           undefined,
-          { twice: true },
+          extra,
         );
         await get(port, '/twice');
         await drain();
