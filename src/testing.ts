@@ -1,6 +1,6 @@
 import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 import { AssertionError } from 'node:assert';
-import { DeferredCallback, forgetIn, register, runNow, Scope } from './core/engine.js';
+import { DeferredCallback, forgetIn, register, report, runNow, Scope } from './core/engine.js';
 import { type Override, S } from './core/state.js';
 import { codes, DeferError, describe, noScopeError } from './errors.js';
 import { DEFAULT_SCOPE_OPTIONS } from './options.js';
@@ -105,15 +105,26 @@ interface Recorded {
   readonly scope: Scope | undefined;
   /** The async context of the `defer()` call, restored when the fake runs the callback. */
   readonly resource: AsyncResource;
-  /** Order of recording, to find what was recorded while callbacks ran. */
-  readonly seq: number;
+  /** The run()/runAll() whose callback recorded it (a nested defer()), so that run picks it up. */
+  readonly by: Execution | undefined;
+}
+
+/** One run()/runAll() call. */
+interface Execution {
+  /** What failed, with who failed, for the rejection. */
+  readonly failures: { error: unknown; who: string }[];
+  /** Set once the call settled: a refusal made later is reported instead. */
+  done: boolean;
 }
 
 /** What the fake's async context holds while it runs a callback. */
 interface Running {
   readonly generation: number;
-  readonly errors: unknown[];
+  readonly execution: Execution;
 }
+
+/** How a record left `callbacks`, for assertion messages. */
+type Gone = 'already run' | 'skipped by runAll()' | 'forgotten' | 'replaced';
 
 let running: AsyncLocalStorage<Running> | undefined;
 
@@ -121,9 +132,18 @@ class Fake implements FakeDefer, Link {
   readonly kind = 'fake' as const;
   previous: Override | undefined = undefined;
   private records: Recorded[] = [];
-  private seq = 0;
+  /** Records that left `callbacks` since the fake was made or cleared: assertion messages name them. */
+  private gone: { label: string; how: Gone }[] = [];
   private readonly holder = new Scope(DEFAULT_SCOPE_OPTIONS, undefined, undefined);
   private restored = false;
+
+  constructor() {
+    // Bound, so `const { assertDeferred, runAll } = fakeDefer()` works.
+    const self = this as unknown as Record<string, unknown>;
+    for (const method of ['run', 'runAll', 'assertDeferred', 'assertNotDeferred', 'assertCount', 'clear', 'restore'] as const) {
+      self[method] = this[method].bind(this);
+    }
+  }
 
   // --- Override: what defer() and forget() of every copy call while the fake is installed
 
@@ -134,24 +154,26 @@ class Fake implements FakeDefer, Link {
     const generation = run === undefined ? (frame?.childGen ?? 0) : run.generation + 1;
     const cb = new DeferredCallback(fn, this.holder, options, generation);
     if (run !== undefined && generation > S.config.maxNestingDepth) {
-      // As in production the call does not throw; the run that caused it rejects.
-      run.errors.push(
-        new DeferError(
-          codes.ERR_DEFER_OVERFLOW,
-          `Deferred callback "${cb.name}" was refused: it would be generation ${generation} of nested defer() ` +
-            `calls, above maxNestingDepth (${S.config.maxNestingDepth}). A callback that defers itself ` +
-            `forever is a loop; raise maxNestingDepth with configureDefer() if the depth is intended.`,
-        ),
+      const error = new DeferError(
+        codes.ERR_DEFER_OVERFLOW,
+        `Deferred callback "${cb.name}" was refused: it would be generation ${generation} of nested defer() ` +
+          `calls, above maxNestingDepth (${S.config.maxNestingDepth}). A callback that defers itself ` +
+          `forever is a loop; raise maxNestingDepth with configureDefer() if the depth is intended.`,
       );
+      // As in production the call does not throw: the run that caused it rejects with the error,
+      // or, if that run already settled (the defer() came from work the callback left running), it
+      // is reported as production reports a refusal.
+      if (run.execution.done) report(frame?.scope, error, 'overflow', cb.name);
+      else run.execution.failures.push({ error, who: label(cb) });
       return cb;
     }
     const scope = frame?.scope;
     if (cb.explicitName !== undefined) {
       // As in production: a same-name registration in the same scope replaces the earlier one.
       const i = this.records.findIndex((r) => r.scope === scope && r.cb.explicitName === cb.explicitName);
-      if (i >= 0) this.records.splice(i, 1);
+      if (i >= 0) this.remove(i, 'replaced');
     }
-    this.records.push({ cb, scope, resource: new AsyncResource('request-defer:fake'), seq: ++this.seq });
+    this.records.push({ cb, scope, resource: new AsyncResource('request-defer:fake'), by: run?.execution });
     return cb;
   }
 
@@ -160,8 +182,13 @@ class Fake implements FakeDefer, Link {
     const scope = S.als.getStore()?.scope;
     const i = this.records.findIndex((r) => r.scope === scope && r.cb.name === name);
     if (i < 0) return false;
-    this.records.splice(i, 1);
+    this.remove(i, 'forgotten');
     return true;
+  }
+
+  private remove(i: number, how: Gone): void {
+    const [r] = this.records.splice(i, 1);
+    this.gone.push({ label: label(r!.cb), how });
   }
 
   // --- FakeDefer
@@ -188,7 +215,7 @@ class Fake implements FakeDefer, Link {
         assertion(
           `fakeDefer().run(${JSON.stringify(name)}): no deferred callback named ${JSON.stringify(name)} is recorded; ` +
             `${this.listing()}`,
-          this.run,
+          Fake.prototype.run,
         ),
       );
     }
@@ -213,7 +240,8 @@ class Fake implements FakeDefer, Link {
    * `runWhen` once per scope, as production does.
    */
   private async execute(selected: readonly Recorded[], outcome: Outcome, everything: boolean): Promise<void> {
-    const errors: unknown[] = [];
+    const execution: Execution = { failures: [], done: false };
+    const failures = execution.failures;
     const judged = new Map<Scope | undefined, boolean>();
     const admit = (r: Recorded): boolean => {
       if (everything || r.cb.isAlways) return true;
@@ -227,7 +255,7 @@ class Fake implements FakeDefer, Link {
             ok = runWhen(outcome) === true;
           } catch (error) {
             ok = false; // counts as false, as in production; the run rejects with it
-            errors.push(error);
+            failures.push({ error, who: "the scope's runWhen()" });
           }
         }
         judged.set(r.scope, ok);
@@ -235,29 +263,39 @@ class Fake implements FakeDefer, Link {
       return ok;
     };
     let batch = [...selected];
-    while (batch.length > 0) {
-      const mark = this.seq;
-      for (const r of batch) {
-        const i = this.records.indexOf(r);
-        if (i < 0) continue; // forgotten, replaced or cleared while earlier callbacks ran
-        this.records.splice(i, 1);
-        if (!admit(r)) continue; // skipped: discarded, as in production
-        try {
-          await this.call(r, outcome, errors);
-        } catch (error) {
-          errors.push(error);
+    try {
+      while (batch.length > 0) {
+        for (const r of batch) {
+          const i = this.records.indexOf(r);
+          if (i < 0) continue; // forgotten, replaced or cleared while earlier callbacks ran
+          const admitted = admit(r);
+          this.remove(i, admitted ? 'already run' : 'skipped by runAll()'); // skipped: discarded, as in production
+          if (!admitted) continue;
+          try {
+            await this.call(r, outcome, execution);
+          } catch (error) {
+            failures.push({ error, who: label(r.cb) });
+          }
         }
+        // What these callbacks deferred meanwhile (nested defers) runs after them; what anything
+        // else recorded meanwhile (another test, the code under test) stays recorded.
+        batch = this.records.filter((r) => r.by === execution);
       }
-      // Callbacks recorded meanwhile (nested defers) run after the others.
-      batch = this.records.filter((r) => r.seq > mark);
+    } finally {
+      execution.done = true;
     }
-    if (errors.length === 1) throw errors[0];
-    if (errors.length > 1) throw new AggregateError(errors, `${errors.length} deferred callbacks failed`);
+    if (failures.length === 1) throw failures[0]!.error;
+    if (failures.length > 1) {
+      throw new AggregateError(
+        failures.map((f) => f.error),
+        `${failures.length} deferred callbacks failed: ${failures.map((f) => f.who).join(', ')}`,
+      );
+    }
   }
 
-  private call(r: Recorded, outcome: Outcome, errors: unknown[]): unknown {
+  private call(r: Recorded, outcome: Outcome, execution: Execution): unknown {
     const context: DeferContext = Object.freeze({ signal: new AbortController().signal, outcome, name: r.cb.name });
-    const store: Running = { generation: r.cb.generation, errors };
+    const store: Running = { generation: r.cb.generation, execution };
     running ??= new AsyncLocalStorage<Running>();
     return r.resource.runInAsyncScope(runIn, undefined, running, store, r.cb.fn, context);
   }
@@ -266,13 +304,13 @@ class Fake implements FakeDefer, Link {
     this.live('assertDeferred');
     if (name === undefined) {
       if (this.records.length === 0) {
-        throw assertion('Expected at least one deferred callback; nothing was deferred', this.assertDeferred);
+        throw assertion(`Expected at least one deferred callback; ${this.listing()}`, Fake.prototype.assertDeferred);
       }
       return;
     }
     if (typeof name !== 'string') throw badFakeArg('assertDeferred', 'name', name);
     if (!this.records.some((r) => r.cb.name === name)) {
-      throw assertion(`Expected a deferred callback named ${JSON.stringify(name)}; ${this.listing()}`, this.assertDeferred);
+      throw assertion(`Expected a deferred callback named ${JSON.stringify(name)}; ${this.listing()}`, Fake.prototype.assertDeferred);
     }
   }
 
@@ -280,7 +318,7 @@ class Fake implements FakeDefer, Link {
     this.live('assertNotDeferred');
     if (typeof name !== 'string') throw badFakeArg('assertNotDeferred', 'name', name);
     if (this.records.some((r) => r.cb.name === name)) {
-      throw assertion(`Expected no deferred callback named ${JSON.stringify(name)}; ${this.listing()}`, this.assertNotDeferred);
+      throw assertion(`Expected no deferred callback named ${JSON.stringify(name)}; ${this.listing()}`, Fake.prototype.assertNotDeferred);
     }
   }
 
@@ -291,8 +329,8 @@ class Fake implements FakeDefer, Link {
     if (actual !== n) {
       const error = assertion(
         `Expected ${n} deferred callback${n === 1 ? '' : 's'}; ` +
-          (actual === 0 ? 'nothing was deferred' : `${actual} ${actual === 1 ? 'was' : 'were'} deferred: ${this.names()}`),
-        this.assertCount,
+          (actual === 0 ? this.listing() : `${actual} ${actual === 1 ? 'was' : 'were'} deferred: ${this.names()}${this.history(' (', ')')}`),
+        Fake.prototype.assertCount,
       );
       error.actual = actual;
       error.expected = n;
@@ -304,12 +342,14 @@ class Fake implements FakeDefer, Link {
   clear(): void {
     this.live('clear');
     this.records = [];
+    this.gone = [];
   }
 
   restore(): void {
     if (this.restored) return;
     this.restored = true;
     this.records = [];
+    this.gone = [];
     unlink(this);
   }
 
@@ -327,20 +367,44 @@ class Fake implements FakeDefer, Link {
     }
   }
 
-  /** `deferred were: "audit-login" (always), <anonymous> ×2`, or `nothing was deferred`. */
+  /**
+   * `deferred were: "audit-login" (always), <anonymous> ×2`, or `nothing was
+   * deferred`; with what already left the record when anything did:
+   * `nothing is recorded now (already run: "welcome-mail")`.
+   */
   private listing(): string {
-    return this.records.length === 0 ? 'nothing was deferred' : `deferred were: ${this.names()}`;
+    if (this.records.length > 0) return `deferred were: ${this.names()}${this.history(' (', ')')}`;
+    return this.gone.length === 0 ? 'nothing was deferred' : `nothing is recorded now${this.history(' (', ')')}`;
   }
 
   /** `"audit-login" (always), <anonymous> ×2`: what is recorded, grouped, in order of first appearance. */
   private names(): string {
-    const groups = new Map<string, number>();
-    for (const { cb } of this.records) {
-      const label = `${cb.explicitName === undefined ? '<anonymous>' : JSON.stringify(cb.explicitName)}${cb.isAlways ? ' (always)' : ''}`;
-      groups.set(label, (groups.get(label) ?? 0) + 1);
-    }
-    return [...groups].map(([label, n]) => (n === 1 ? label : `${label} ×${n}`)).join(', ');
+    return grouped(this.records.map((r) => label(r.cb)));
   }
+
+  /** `already run: "a", <anonymous>; forgotten: "b"`, wrapped in `open`…`close`; empty when nothing left. */
+  private history(open: string, close: string): string {
+    if (this.gone.length === 0) return '';
+    const byHow = new Map<Gone, string[]>();
+    for (const { label: l, how } of this.gone) {
+      const list = byHow.get(how);
+      if (list === undefined) byHow.set(how, [l]);
+      else list.push(l);
+    }
+    return `${open}${[...byHow].map(([how, labels]) => `${how}: ${grouped(labels)}`).join('; ')}${close}`;
+  }
+}
+
+/** `"welcome-mail"`, `"audit" (always)`, `<anonymous>`: a callback as assertion messages name it. */
+function label(cb: DeferredCallback): string {
+  return `${cb.explicitName === undefined ? '<anonymous>' : JSON.stringify(cb.explicitName)}${cb.isAlways ? ' (always)' : ''}`;
+}
+
+/** Equal labels grouped, in order of first appearance: `"a", <anonymous> ×2`. */
+function grouped(labels: readonly string[]): string {
+  const groups = new Map<string, number>();
+  for (const l of labels) groups.set(l, (groups.get(l) ?? 0) + 1);
+  return [...groups].map(([l, n]) => (n === 1 ? l : `${l} ×${n}`)).join(', ');
 }
 
 function runIn(

@@ -27,6 +27,7 @@ import {
 } from '../src/index.js';
 import { deferMiddleware } from '../src/express.js';
 import { fakeDefer, withoutDefer, type FakeDefer } from '../src/testing.js';
+import { gate } from './support/client.js';
 
 const cleanups: (() => void)[] = [];
 
@@ -294,6 +295,25 @@ describe('fakeDefer(): run(name?)', () => {
     expect(order).toEqual(['a', 'nested in a']);
     expect(f.callbacks.map((cb) => cb.name)).toEqual(['b']);
   });
+
+  it("picks up only what its own callbacks deferred: a defer() made elsewhere meanwhile (another test) stays recorded", async () => {
+    const f = fake();
+    const ran: string[] = [];
+    const slow = gate();
+    defer(
+      async () => {
+        await slow.promise;
+        ran.push('a');
+      },
+      { name: 'a' },
+    );
+    const runA = f.run('a');
+    defer(() => void ran.push('b'), { name: 'b' }); // not nested: made while 'a' runs, by other code
+    slow.open();
+    await runA;
+    expect(ran).toEqual(['a']);
+    f.assertDeferred('b');
+  });
 });
 
 describe('fakeDefer(): runAll(outcome?)', () => {
@@ -457,6 +477,25 @@ describe('fakeDefer(): runAll(outcome?)', () => {
     expect(runs).toBe(6); // generations 0 to 5
     expect(f.count).toBe(0);
   });
+
+  it('reports a nested defer() refused after its run settled, as production reports a refusal', async () => {
+    const f = fake();
+    const reported: [unknown, DeferErrorInfo][] = [];
+    configureDefer({ maxNestingDepth: 1, onError: (error, info) => void reported.push([error, info]) });
+    const later = gate();
+    let tail: Promise<unknown> | undefined;
+    defer(() => {
+      defer(() => {
+        // Work the generation-1 callback leaves running: its defer() comes after runAll() resolved.
+        tail = later.promise.then(() => defer(() => undefined, { name: 'gen-2' }));
+      });
+    });
+    await f.runAll();
+    later.open();
+    await tail;
+    expect(reported.map(([error, info]) => [code(error), info.phase, info.name])).toEqual([['ERR_DEFER_OVERFLOW', 'overflow', 'gen-2']]);
+    expect(f.count).toBe(0);
+  });
 });
 
 describe('fakeDefer(): failures of run() and runAll()', () => {
@@ -489,7 +528,7 @@ describe('fakeDefer(): failures of run() and runAll()', () => {
     const error = await rejection(f.run());
     expect(error).toBeInstanceOf(AggregateError);
     expect((error as AggregateError).errors).toEqual([first, second]);
-    expect((error as AggregateError).message).toBe('2 deferred callbacks failed');
+    expect((error as AggregateError).message).toMatch(/^2 deferred callbacks failed: /);
     expect(ran).toHaveBeenCalledTimes(1);
   });
 
@@ -616,6 +655,54 @@ describe('fakeDefer(): assertions', () => {
       expect(code(error)).toBe('ERR_DEFER_INVALID_OPTIONS');
     }
     expect(code(await rejection(f.run(7 as never)))).toBe('ERR_DEFER_INVALID_OPTIONS');
+  });
+});
+
+describe('fakeDefer(): messages after records left', () => {
+  it('names what already ran, was skipped, forgotten or replaced, instead of "nothing was deferred"', async () => {
+    const f = fake();
+    defer(() => undefined, { name: 'welcome-mail' });
+    defer(() => undefined, { name: 'audit' }).always();
+    defer(() => undefined, { name: 'cache' });
+    defer(() => undefined, { name: 'cache' }); // replaces the first
+    defer(() => undefined, { name: 'ping' });
+    forget('ping');
+    await f.runAll({ statusCode: 500 });
+    expect((thrown(() => f.assertDeferred('welcome-mail')) as Error).message).toBe(
+      'Expected a deferred callback named "welcome-mail"; nothing is recorded now ' +
+        '(replaced: "cache"; forgotten: "ping"; skipped by runAll(): "welcome-mail", "cache"; already run: "audit" (always))',
+    );
+    expect((thrown(() => f.assertCount(1)) as Error).message).toMatch(/^Expected 1 deferred callback; nothing is recorded now \(replaced: /);
+    defer(() => undefined);
+    expect((thrown(() => f.assertDeferred('x')) as Error).message).toMatch(/; deferred were: <anonymous> \(replaced: "cache"; /);
+    f.clear();
+    expect((thrown(() => f.assertDeferred()) as Error).message).toBe('Expected at least one deferred callback; nothing was deferred');
+  });
+
+  it('names each failed callback in the AggregateError message', async () => {
+    const f = fake();
+    defer(
+      () => {
+        throw new Error('one');
+      },
+      { name: 'mail' },
+    );
+    defer(() => Promise.reject(new Error('two')));
+    expect((await rejection(f.runAll())) as Error).toMatchObject({ message: '2 deferred callbacks failed: "mail", <anonymous>' });
+  });
+
+  it('its methods can be destructured', async () => {
+    const f = fake();
+    const { assertDeferred, assertCount, runAll, clear } = f;
+    defer(() => undefined, { name: 'mail' });
+    assertDeferred('mail');
+    assertCount(1);
+    await runAll();
+    assertCount(0);
+    clear();
+    const error = thrown(() => assertDeferred('mail'));
+    expect(error).toBeInstanceOf(AssertionError);
+    expect((error as Error).stack).not.toMatch(/at (Fake\.)?assertDeferred \(/); // the stack starts at the caller
   });
 });
 
