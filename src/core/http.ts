@@ -31,10 +31,8 @@ function callHandler<Req, Res, R>(handler: (this: unknown, req: Req, res: Res) =
   return handler.call(thisArg, req, res);
 }
 
-/** Marks the 'close' listener that carries a response's scope (shared by both module copies). */
-const RESPONSE_SCOPE = Symbol.for('request-defer.responseScope');
-
-type CloseListener = (() => void) & { [RESPONSE_SCOPE]?: Scope };
+/** The name of the 'close' listener that carries a response's scope (the same in every copy). */
+const CLOSE_LISTENER = 'requestDeferResponseClose';
 
 function openResponseScope(res: ServerResponse, opts: ScopeOptions): Scope | undefined {
   const frame = S.als.getStore();
@@ -52,19 +50,43 @@ function openResponseScope(res: ServerResponse, opts: ScopeOptions): Scope | und
     closeResponseScope(scope);
     return scope;
   }
-  const onClose: CloseListener = () => closeResponseScope(scope);
-  onClose[RESPONSE_SCOPE] = scope;
-  res.on('close', onClose);
+  res.on('close', closeListener(scope));
   // A pipelined response queued behind another has no socket yet, and if the
   // connection dies first Node never emits its 'close': watch the socket.
   if (res.socket === null) watchQueued(res, scope);
   return scope;
 }
 
+/**
+ * The response's 'close' listener. While `S.probe` is set it reports its
+ * scope instead of closing it: a property on each listener would cost every
+ * request a store on a fresh function object, and the lookup is rare.
+ */
+function closeListener(scope: Scope): () => void {
+  return function requestDeferResponseClose(): void {
+    const probe = S.probe;
+    if (probe !== undefined) probe.scope = scope;
+    else closeResponseScope(scope);
+  };
+}
+
 function scopeOf(res: ServerResponse): Scope | undefined {
-  for (const listener of res.rawListeners('close') as CloseListener[]) {
-    const scope = listener[RESPONSE_SCOPE];
-    if (scope !== undefined) return scope;
+  for (const listener of res.rawListeners('close')) {
+    let ours = false;
+    try {
+      ours = typeof listener === 'function' && listener.name === CLOSE_LISTENER;
+    } catch {
+      // a user's listener with a throwing name getter is not ours
+    }
+    if (!ours) continue;
+    const probe: { scope: Scope | undefined } = { scope: undefined };
+    S.probe = probe;
+    try {
+      (listener as () => void)();
+    } finally {
+      S.probe = undefined;
+    }
+    if (probe.scope !== undefined) return probe.scope;
   }
   return undefined;
 }

@@ -104,6 +104,8 @@ export interface State {
   /** Times pending work went from none to some (busy() calls). */
   activity: number;
   onBeforeExit: (() => void) | undefined;
+  /** Set while http.ts asks a response's 'close' listener for its scope instead of running it. */
+  probe: { scope: Scope | undefined } | undefined;
 }
 
 export const DEFAULT_CONFIG = Object.freeze({
@@ -148,6 +150,7 @@ function create(): State {
     exitCheck: undefined,
     activity: 0,
     onBeforeExit: undefined,
+    probe: undefined,
   };
 }
 
