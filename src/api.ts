@@ -10,6 +10,7 @@ import {
   enclosing,
   finishDrainer,
   forgetIn,
+  isThenable,
   more,
   register,
   remaining,
@@ -92,16 +93,8 @@ export function forget(name: string): boolean {
  * ```
  */
 export function waitUntil(promise: PromiseLike<unknown>): undefined {
-  let thenable: boolean;
-  try {
-    thenable =
-      promise !== null &&
-      (typeof promise === 'object' || typeof promise === 'function') &&
-      typeof (promise as PromiseLike<unknown>).then === 'function';
-  } catch {
-    thenable = true; // a `then` getter that throws: Promise.resolve() below turns it into a reported rejection
-  }
-  if (!thenable) throw invalidCallbackError('waitUntil()', 'a promise or thenable', promise);
+  // A `then` getter that throws counts as a thenable: Promise.resolve() below turns it into a reported rejection.
+  if (!isThenable(promise)) throw invalidCallbackError('waitUntil()', 'a promise or thenable', promise);
   const scope = S.als.getStore()?.scope;
   const wait: Wait = { scope, done: false };
   S.waits.add(wait);

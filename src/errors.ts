@@ -81,7 +81,7 @@ export function noScopeError(api: string): DeferError {
 
 /** @internal */
 export function invalidCallbackError(api: string, what: string, got: unknown): DeferError {
-  if (api === 'defer()' && isThenable(got)) {
+  if (api === 'defer()' && looksLikePromise(got)) {
     // The classic slip: defer(sendMail(user)) runs the work now and hands defer() its promise.
     return new DeferError(
       codes.ERR_DEFER_INVALID_CALLBACK,
@@ -95,7 +95,8 @@ export function invalidCallbackError(api: string, what: string, got: unknown): D
   );
 }
 
-function isThenable(value: unknown): boolean {
+/** Only to word the message: unlike the engine's isThenable(), a `then` getter that throws makes this false ("an object"). */
+function looksLikePromise(value: unknown): boolean {
   if (value === null || typeof value !== 'object') return false;
   try {
     return typeof (value as { then?: unknown }).then === 'function';

@@ -1090,7 +1090,8 @@ function watch(cb: DeferredCallback, result: unknown): void {
   settle(cb, OK, undefined);
 }
 
-function isThenable(value: unknown): boolean {
+/** Whether `value` has a callable `then`; a `then` getter that throws counts as one (its read is where it fails). @internal */
+export function isThenable(value: unknown): boolean {
   if (value === null || (typeof value !== 'object' && typeof value !== 'function')) return false;
   try {
     return typeof (value as { then?: unknown }).then === 'function';
@@ -1247,11 +1248,11 @@ function abandonedError(name: string | undefined, why: string): DeferError {
   const what = name === undefined ? 'A waitUntil() promise' : `Deferred callback "${name}"`;
   const fix =
     why === EXITING
-      ? `with nothing left to keep it alive, so the work was waiting on something that can never happen ` +
+      ? ` with nothing left to keep it alive, so the work was waiting on something that can never happen ` +
         `(a promise nobody resolves, an unref'd timer). Make the work settle, or give it a timeout option ` +
         `so it fails visibly.`
-      : `Give drain() a longer timeout, or make the work finish sooner (a timeout option bounds each callback).`;
-  return new DeferError(codes.ERR_DEFER_ABANDONED, `${what} was abandoned: ${why}${why === EXITING ? ' ' : '. '}${fix}`);
+      : `. Give drain() a longer timeout, or make the work finish sooner (a timeout option bounds each callback).`;
+  return new DeferError(codes.ERR_DEFER_ABANDONED, `${what} was abandoned: ${why}${fix}`);
 }
 
 // ---------------------------------------------------------------------------

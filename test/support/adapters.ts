@@ -113,6 +113,18 @@ async function respondNode(spec: RouteSpec, res: ServerResponse): Promise<void> 
   res.end(spec.body ?? 'ok');
 }
 
+/**
+ * `untilClosed`, shared by the Express and node harnesses: wait for the
+ * client to leave, then defer() and respond in one tick, as
+ * `defer(mail); res.status(201).json(user)` does after a slow await.
+ */
+async function respondAfterClose(spec: RouteSpec, res: ServerResponse, url: string): Promise<void> {
+  spec.untilClosed!();
+  await closed(res);
+  void spec.run?.({ url });
+  return respondNode(spec, res);
+}
+
 function expressHarness(name: string, factory: typeof express5 | typeof express4, features: Feature[]): Harness {
   return {
     name,
@@ -138,13 +150,7 @@ function expressHarness(name: string, factory: typeof express5 | typeof express4
             throw failure(spec);
           }
           const work = (async () => {
-            if (spec.untilClosed !== undefined) {
-              spec.untilClosed();
-              await closed(res);
-              // defer() and respond in one tick, as `defer(mail); res.status(201).json(user)` does.
-              void spec.run?.({ url: req.url });
-              return respondNode(spec, res);
-            }
+            if (spec.untilClosed !== undefined) return respondAfterClose(spec, res, req.url);
             await spec.run?.({ url: req.url });
             if (spec.fail === 'next') return next(failure(spec));
             if (spec.fail === 'reject') throw failure(spec);
@@ -235,20 +241,17 @@ const nodeHarness: Harness = {
         return;
       }
       void (async () => {
-        if (spec.untilClosed !== undefined) {
-          spec.untilClosed();
-          await closed(res);
-          // defer() and respond in one tick, as `defer(mail); res.statusCode = 201; res.end()` does.
-          void spec.run?.({ url: req.url ?? '/' });
-          return respondNode(spec, res);
-        }
+        if (spec.untilClosed !== undefined) return respondAfterClose(spec, res, req.url ?? '/');
         await spec.run?.({ url: req.url ?? '/' });
         await respondNode(spec, res);
       })();
     };
     // With `twice`, the inner wrapper (parallel) must reuse the outer one's scope.
-    const second = withDeferHandler(handler, { mode: 'parallel' });
-    const inner = extra?.twice ? (extra.lostContext ? (req: IncomingMessage, res: ServerResponse) => loseContext(second, req, res) : second) : handler;
+    let inner: (req: IncomingMessage, res: ServerResponse) => void = handler;
+    if (extra?.twice) {
+      const second = withDeferHandler(handler, { mode: 'parallel' });
+      inner = extra.lostContext ? (req, res) => loseContext(second, req, res) : second;
+    }
     const outer = withDeferHandler(inner, options);
     const lateMount = extra?.lateMount;
     if (lateMount === undefined) return start(createServer(outer));
